@@ -1,0 +1,28 @@
+"""HSM port and simulator.
+
+``Signer`` is the port the issuer signs through; ``HsmSim`` is the embedded simulator
+(non-exportable P-256 keys by label, one purpose per key, audit log, optional encrypted
+persistence). A PKCS#11 backend will implement the same ``Signer`` port.
+"""
+
+from __future__ import annotations
+
+from hsm_sim.audit import AuditEvent, AuditOp
+from hsm_sim.errors import HsmError, HsmStorageError, KeyExists, KeyNotFound, WrongKeyPurpose
+from hsm_sim.purpose import SIGNING_PURPOSES, KeyPurpose
+from hsm_sim.signer import Signer
+from hsm_sim.sim import HsmSim
+
+__all__ = [
+    "SIGNING_PURPOSES",
+    "AuditEvent",
+    "AuditOp",
+    "HsmError",
+    "HsmSim",
+    "HsmStorageError",
+    "KeyExists",
+    "KeyNotFound",
+    "KeyPurpose",
+    "Signer",
+    "WrongKeyPurpose",
+]

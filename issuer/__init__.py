@@ -1,0 +1,1 @@
+"""StarCard issuer: credit platform, grading, issuance workflow, status-list publisher."""

@@ -1,0 +1,127 @@
+"""The issuer's tables (SQLAlchemy Core). The Alembic migrations create exactly these.
+
+Invariants held by the database itself, not only by code:
+- one record per (source, document number): re-delivery is idempotent;
+- one status-list index per card, unique within its list;
+- at most one ``active`` card per subject (a partial unique index, SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData()
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("id_number_enc", LargeBinary, nullable=False),
+    Column("id_number_index", LargeBinary(32), nullable=False, unique=True),
+    Column("id_number_masked", String(18), nullable=False),
+    Column("name_enc", LargeBinary, nullable=False),
+    Column("birth_date", Date, nullable=False),
+    Column("consent_given_at", DateTime(timezone=True)),
+    Column("consent_channel", String(32)),
+    Column("consent_withdrawn_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_id", String(32), ForeignKey("subjects.id"), nullable=False, index=True),
+    Column("category", String(64), nullable=False),
+    Column("direction", String(1), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("legal_basis", Text, nullable=False),
+    Column("authority", Text, nullable=False),
+    Column("document_number", String(128), nullable=False),
+    Column("decision_date", Date, nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("objection_open", Integer, nullable=False, server_default=text("0")),
+    Column("withdrawn_at", DateTime(timezone=True)),
+    UniqueConstraint("source", "document_number", name="uq_records_source_document"),
+)
+
+grades = Table(
+    "grades",
+    metadata,
+    Column("subject_id", String(32), ForeignKey("subjects.id"), primary_key=True),
+    Column("policy_version", String(64), nullable=False),
+    Column("policy_hash", String(64), nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("grade_class", String(1), nullable=False),
+    Column("stars", Integer, nullable=False),
+    Column("explanation", JSON, nullable=False),
+    Column("as_of", Date, nullable=False),
+    Column("graded_at", DateTime(timezone=True), nullable=False),
+)
+
+cards = Table(
+    "cards",
+    metadata,
+    Column("serial", String(16), primary_key=True),
+    Column("subject_id", String(32), ForeignKey("subjects.id"), nullable=False, index=True),
+    Column("state", String(24), nullable=False),
+    Column("profile", String(32), nullable=False),
+    Column("status_list_id", Integer, nullable=False),
+    Column("status_idx", Integer, nullable=False),
+    Column("card_public_key", LargeBinary),
+    Column("credential", LargeBinary),
+    Column("stars", Integer, nullable=False),
+    Column("qr_token_hash", LargeBinary(32)),
+    Column("access_code_hash", Text),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_reason", String(32)),
+    UniqueConstraint("status_list_id", "status_idx", name="uq_cards_status_entry"),
+)
+
+Index(
+    "uq_cards_one_active_per_subject",
+    cards.c.subject_id,
+    unique=True,
+    sqlite_where=text("state = 'active'"),
+    postgresql_where=text("state = 'active'"),
+)
+
+status_lists = Table(
+    "status_lists",
+    metadata,
+    Column("list_id", Integer, primary_key=True),
+    Column("sequence", Integer, nullable=False),
+    Column("token", LargeBinary, nullable=False),
+    Column("issued_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject_id", String(32)),
+    Column("card_serial", String(16)),
+    Column("detail", JSON, nullable=False),
+)

@@ -1,0 +1,55 @@
+"""The issuer's one settings object. Built by the composition root, never at import time."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    """Everything the issuer needs to run.
+
+    ``database_url`` is any SQLAlchemy URL (SQLite file by default, PostgreSQL in production).
+    ``hsm_path`` is where ``hsm_sim`` keeps its encrypted key file (None: keys in memory only).
+    Secrets (``hsm_passphrase``, ``pii_key``) come from the environment in production.
+    """
+
+    database_url: str = "sqlite:///starcard.db"
+    hsm_path: Path | None = None
+    hsm_passphrase: bytes = field(default=b"", repr=False)
+    pii_key: bytes = field(default=b"", repr=False)
+    issuer_id: str = "sc.example.cn"
+    public_base_url: str = "https://sc.example.cn"
+    status_list_id: int = 1
+    credential_valid_days: int = 365
+    status_list_ttl_s: int = 300
+    status_list_valid_s: int = 86_400
+    credential_key_label: str = "issuer-es256-1"
+    status_key_label: str = "status-es256-1"
+    policy_path: Path | None = None
+
+    @property
+    def status_list_uri(self) -> str:
+        return f"{self.public_base_url}/s/{self.status_list_id}"
+
+    def citizen_url(self, qr_token: str) -> str:
+        return f"{self.public_base_url}/c/{qr_token}"
+
+    @classmethod
+    def from_env(cls) -> IssuerSettings:
+        """Reads ``STARCARD_*`` variables; refuses to start without the two secrets."""
+        missing = [
+            n for n in ("STARCARD_HSM_PASSPHRASE", "STARCARD_PII_KEY") if n not in os.environ
+        ]
+        if missing:
+            raise RuntimeError(f"set {', '.join(missing)} (secrets are never defaulted)")
+        pii_key = bytes.fromhex(os.environ["STARCARD_PII_KEY"])
+        return cls(
+            database_url=os.environ.get("STARCARD_DATABASE_URL", cls.database_url),
+            hsm_path=Path(os.environ.get("STARCARD_HSM_PATH", "starcard-hsm.json")),
+            hsm_passphrase=os.environ["STARCARD_HSM_PASSPHRASE"].encode(),
+            pii_key=pii_key,
+            public_base_url=os.environ.get("STARCARD_PUBLIC_URL", cls.public_base_url),
+        )

@@ -1,0 +1,1 @@
+"""Merchant-facing verifier service (FastAPI)."""

@@ -1,0 +1,176 @@
+"""Verifying a tap, written as the numbered steps of the StarCard trust spec.
+
+``verify_card`` raises a :class:`VerificationError` at the first failing step and returns
+a :class:`VerifiedCard` only when every step passed:
+
+1. **Parse** the credential strictly (:func:`parse_credential`): malformed →
+   :class:`MalformedCredential`, alg other than ES256 → :class:`UnsupportedAlgorithm`.
+2. **Issuer key**: the ``kid`` must be trusted for purpose ``credential`` at ``now``
+   (:class:`UntrustedKey`; :class:`TrustDataMissing` if no usable trust data).
+3. **Issuer signature** over the exact received bytes (:class:`BadSignature`).
+4. **Validity**: ``nbf <= now + CLOCK_SKEW_S`` (:class:`NotYetValid`) and
+   ``now - CLOCK_SKEW_S < exp`` (:class:`Expired`).
+5. **Challenge freshness**: ``now < challenge.expires_at`` (:class:`ChallengeExpired`).
+6. **Card signature** over ``challenge_bytes(challenge)`` with the ``cnf`` key from the
+   credential (never a key the card reports): anything else → :class:`CloneSuspected`.
+7. **Status** from the held status list: INVALID → :class:`Revoked`, SUSPENDED →
+   :class:`Suspended`, other values → :class:`StatusUnrecognized`; missing, expired or
+   rolled-back data → the :class:`CannotVerify` family.
+
+``decide`` runs the same steps and turns the outcome into a three-state :class:`Verdict`.
+It never returns ``valid`` if anything raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from verifier.core.challenge import ChallengeState, challenge_bytes, check_fresh
+from verifier.core.cose import verify_sign1
+from verifier.core.credential import parse_credential
+from verifier.core.errors import (
+    BadSignature,
+    CloneSuspected,
+    Expired,
+    MalformedCredential,
+    NotYetValid,
+    Revoked,
+    StatusUnrecognized,
+    Suspended,
+    UnsupportedAlgorithm,
+    VerificationError,
+)
+from verifier.core.keys import verify_es256
+from verifier.core.status_list import INVALID, SUSPENDED, VALID, StatusListCache
+from verifier.core.timing import CLOCK_SKEW_S
+from verifier.core.trust import TrustStore
+
+__all__ = ["CLOCK_SKEW_S", "Verdict", "VerifiedCard", "decide", "verify_card"]
+
+
+@dataclass(frozen=True)
+class VerifiedCard:
+    """A card that passed every step. ``assurance`` is ``"high"``: the card proved
+    possession of the key bound in the credential (clone protection)."""
+
+    serial: bytes
+    star_level: int
+    policy_version: str
+    profile: str
+    exp: int
+    assurance: str = "high"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The three-state answer for a merchant.
+
+    ``star_level`` is set only when ``state == "valid"``; ``reason_class`` only when it is
+    not. ``serial`` (hex) is set when the credential parsed and its issuer signature
+    verified, for receipts. ``diagnostics`` is for logs, never for merchants.
+    """
+
+    state: Literal["valid", "invalid", "unknown"]
+    star_level: int | None
+    reason_class: str | None
+    serial: str | None = None
+    diagnostics: str | None = None
+
+
+def verify_card(
+    credential: bytes,
+    card_signature: bytes,
+    challenge: ChallengeState,
+    trust: TrustStore,
+    status: StatusListCache,
+    now: int,
+) -> VerifiedCard:
+    """Run steps 1–7 (module docstring); return the verified card or raise."""
+    # 1. Parse (unverified, strict).
+    cred = parse_credential(credential)
+    claims = cred.claims
+    # 2. Issuer key by kid and purpose, valid now.
+    issuer_key = trust.lookup(cred.kid, "credential", now)
+    if issuer_key.alg != cred.message.alg:
+        raise UnsupportedAlgorithm("credential alg differs from the trusted key's alg")
+    # 3. Issuer signature over the bytes as received.
+    verify_sign1(cred.message, issuer_key.public_key)
+    # 4. Validity window, with the documented clock skew.
+    if now + CLOCK_SKEW_S < claims.nbf:
+        raise NotYetValid("credential is not valid yet", detail=f"nbf {claims.nbf}, now {now}")
+    if now - CLOCK_SKEW_S >= claims.exp:
+        raise Expired("credential has expired", detail=f"exp {claims.exp}, now {now}")
+    # 5. The challenge is still fresh.
+    check_fresh(challenge, now)
+    # 6. The card proves possession of the cnf key over this challenge.
+    try:
+        verify_es256(claims.card_public_key, card_signature, challenge_bytes(challenge))
+    except (BadSignature, MalformedCredential) as exc:
+        raise CloneSuspected(
+            "card signature over the challenge does not verify with the bound key",
+            detail=f"serial {claims.cti.hex()}: {type(exc).__name__}",
+        ) from exc
+    # 7. Status list.
+    value = status.status_of(claims.status_uri, claims.status_idx, now)
+    if value == INVALID:
+        raise Revoked("credential is revoked", detail=f"serial {claims.cti.hex()}")
+    if value == SUSPENDED:
+        raise Suspended("credential is suspended", detail=f"serial {claims.cti.hex()}")
+    if value != VALID:
+        raise StatusUnrecognized(f"status value {value} is not defined")
+    return VerifiedCard(
+        serial=claims.cti,
+        star_level=claims.star_level,
+        policy_version=claims.policy_version,
+        profile=claims.profile,
+        exp=claims.exp,
+    )
+
+
+def decide(
+    credential: bytes,
+    card_signature: bytes,
+    challenge: ChallengeState,
+    trust: TrustStore,
+    status: StatusListCache,
+    now: int,
+) -> Verdict:
+    """Three-state verdict: ``valid`` only if :func:`verify_card` returned.
+
+    :class:`CannotVerify` → ``unknown``; any other :class:`VerificationError` →
+    ``invalid`` with its ``reason_class``; any unexpected exception (a bug, never the
+    card's fault) → ``unknown`` with reason class ``"internal_error"``. Never raises for a
+    bad card.
+    """
+    try:
+        card = verify_card(credential, card_signature, challenge, trust, status, now)
+    except VerificationError as exc:
+        return Verdict(
+            state=exc.verdict,
+            star_level=None,
+            reason_class=exc.reason_class,
+            serial=_serial_for_receipt(credential, trust, now),
+            diagnostics=exc.diagnostics(),
+        )
+    except Exception as exc:  # fail safe: a bug must not turn into "valid" or "invalid"
+        return Verdict(
+            state="unknown",
+            star_level=None,
+            reason_class="internal_error",
+            diagnostics=f"unexpected {type(exc).__name__}: {exc}",
+        )
+    return Verdict(
+        state="valid", star_level=card.star_level, reason_class=None, serial=card.serial.hex()
+    )
+
+
+def _serial_for_receipt(credential: bytes, trust: TrustStore, now: int) -> str | None:
+    """The serial of a credential whose issuer signature verifies, else ``None``: a receipt
+    must never name a serial an attacker made up."""
+    try:
+        cred = parse_credential(credential)
+        verify_sign1(cred.message, trust.lookup(cred.kid, "credential", now).public_key)
+    except Exception:  # no verified serial: the receipt just has none
+        return None
+    return cred.claims.cti.hex()
