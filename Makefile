@@ -31,3 +31,7 @@ test: lint typecheck importlint pytest
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench
+bench: setup
+	QUICK=$(QUICK) $(PY) -m bench.run

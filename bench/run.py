@@ -1,0 +1,216 @@
+"""``make bench``: measured figures beside baselines measured in the same run.
+
+Writes ``bench/results.json`` in the format of the benchmarks issue:
+``{"machine": {...}, "metrics": {NAME: {"value", "unit", "baseline", "baseline_what",
+"ratio", "better"}}}``. ``QUICK=1`` runs fewer repetitions.
+
+Figures so far: tap through pcscd (and its APDU count), in-process tap verification,
+personalization through pcscd, credential size. The rest of the catalogue lands with
+the benchmarks issue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from card_profiles.pcsc import PcscTransport
+from card_profiles.starcard import StarCardSession
+from issuer.publisher import current_token
+from issuer.settings import IssuerSettings
+from issuer.wiring import IssuerContext, build_issuer
+from tests.helpers import graded_subject
+from tests.pcsc_harness import CardProcess, PcscStack
+from verifier.core.challenge import begin, challenge_bytes
+from verifier.core.status_list import StatusListCache
+from verifier.core.verify import decide
+from verifier.service import VerifierService
+from verifier.tap import read_tap
+
+EU_DCC_MEDIAN_BYTES = 367
+
+
+def metric(value: float, unit: str, baseline: float, what: str, better: str) -> dict[str, Any]:
+    return {
+        "value": round(value, 4),
+        "unit": unit,
+        "baseline": round(baseline, 4),
+        "baseline_what": what,
+        "ratio": round(value / baseline, 4) if baseline else None,
+        "better": better,
+    }
+
+
+def median_of(n: int, fn: Callable[[], object]) -> float:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def bench_pcsc(ctx: IssuerContext, work: Path, taps: int, cards: int) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    ts = int(now.timestamp())
+    results: dict[str, Any] = {}
+    with PcscStack(work / "pcscd"):
+        personalize_s, apdus = [], 0
+        card = None
+        for i in range(cards):
+            if card is not None:
+                card.stop()
+            card = CardProcess(work / f"card-{i}.json").start()
+            subject = graded_subject(ctx, now, id_number=_id_number(i))
+            with PcscTransport.connect(card.reader, timeout_s=5.0) as transport:
+                t0 = time.perf_counter()
+                issued = ctx.issuance.personalize(StarCardSession(transport), subject, now, "b")
+                personalize_s.append(time.perf_counter() - t0)
+                apdus = issued.apdu_count
+        assert card is not None
+        verifier = VerifierService(trust=ctx.keys.trust_store())
+        with ctx.engine.connect() as conn:
+            token = current_token(conn, 1)
+        assert token is not None
+        verifier.accept_status_list(token, ts)
+        with PcscTransport.connect(card.reader, timeout_s=5.0) as transport:
+            session = StarCardSession(transport)
+            counts = []
+
+            def one_tap() -> None:
+                handle, challenge = verifier.begin("bench", b"bench", ts)
+                data = read_tap(session, challenge)
+                verdict = verifier.complete(
+                    handle, "bench", data.credential, data.card_signature, ts
+                )
+                if verdict.state != "valid":
+                    raise RuntimeError(f"bench tap was {verdict}")
+                counts.append(data.apdu_count)
+
+            tap_s = median_of(taps, one_tap)
+
+            def three_selects() -> None:
+                for _ in range(3):
+                    session.select()
+
+            bare_s = median_of(taps, three_selects)
+        card.stop()
+    results["tap_pcsc_ms"] = metric(
+        tap_s * 1e3,
+        "ms",
+        bare_s * 1e3,
+        "3 bare SELECT APDUs to the same card through pcscd",
+        "lower",
+    )
+    results["tap_apdu_count"] = metric(max(counts), "APDUs", 3, "the 3-APDU budget", "lower")
+    results["personalize_ms"] = metric(
+        statistics.median(personalize_s) * 1e3,
+        "ms",
+        tap_s * 1e3,
+        "one full tap through pcscd (same run)",
+        "lower",
+    )
+    results["personalize_apdu_count"] = metric(apdus, "APDUs", 3, "a tap's 3 APDUs", "lower")
+    results["credential_bytes"] = metric(
+        len(issued.credential), "bytes", EU_DCC_MEDIAN_BYTES, "EU DCC median size", "lower"
+    )
+    return results
+
+
+def bench_inprocess(ctx: IssuerContext, work: Path, n: int) -> dict[str, Any]:
+    from card_profiles.transport import InProcessTransport
+    from card_profiles.virtual.starcard_v1 import VirtualStarCard
+
+    now = dt.datetime.now(dt.UTC)
+    ts = int(now.timestamp())
+    subject = graded_subject(ctx, now, id_number=_id_number(9999))
+    session = StarCardSession(InProcessTransport(VirtualStarCard(work / "inproc.json")))
+    ctx.issuance.personalize(session, subject, now, "b")
+    trust = ctx.keys.trust_store()
+    cache = StatusListCache()
+    with ctx.engine.connect() as conn:
+        token = current_token(conn, 1)
+    assert token is not None
+    cache.accept(token, trust, ts)
+    state = begin("bench", b"bench", ts)
+    data = read_tap(session, challenge_bytes(state))
+
+    def verify() -> None:
+        verdict = decide(data.credential, data.card_signature, state, trust, cache, ts)
+        if verdict.state != "valid":
+            raise RuntimeError(str(verdict))
+
+    tap_s = median_of(n, verify)
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
+    msg = secrets.token_bytes(200)
+    sigs = [k.sign(msg, ec.ECDSA(hashes.SHA256())) for k in keys]
+    pubs = [k.public_key() for k in keys]
+
+    def two_verifications() -> None:
+        for pub, sig in zip(pubs, sigs, strict=True):
+            pub.verify(sig, msg, ec.ECDSA(hashes.SHA256()))
+
+    base_s = median_of(n, two_verifications)
+    return {
+        "tap_verify_inprocess_us": metric(
+            tap_s * 1e6, "us", base_s * 1e6, "two bare ES256 verifications (cryptography)", "lower"
+        )
+    }
+
+
+def _id_number(i: int) -> str:
+    body = f"1101051980{1 + i // 28 % 12:02d}{1 + i % 28:02d}{i % 1000:03d}"
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, weights, strict=True)) % 11]
+
+
+def main() -> None:
+    quick = os.environ.get("QUICK") == "1"
+    out = Path(__file__).resolve().parent / "results.json"
+    with tempfile.TemporaryDirectory(prefix="starcard-bench-") as tmp:
+        work = Path(tmp)
+        settings = IssuerSettings(
+            database_url=f"sqlite:///{work / 'bench.db'}",
+            hsm_path=None,
+            hsm_passphrase=secrets.token_bytes(16),
+            pii_key=secrets.token_bytes(32),
+        )
+        ctx = build_issuer(settings)
+        metrics: dict[str, Any] = {}
+        metrics.update(bench_inprocess(ctx, work, 300 if quick else 2000))
+        metrics.update(bench_pcsc(ctx, work, 100 if quick else 200, 3 if quick else 10))
+    result = {"machine": machine(), "quick": quick, "metrics": metrics}
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, m in metrics.items():
+        print(
+            f"{name:28} {m['value']:>12} {m['unit']:6} baseline {m['baseline']:>10} "
+            f"({m['baseline_what']})",
+            file=sys.stdout,
+        )
+
+
+if __name__ == "__main__":
+    main()
