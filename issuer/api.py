@@ -23,7 +23,8 @@ from issuer.identity import InvalidIdentityNumber
 from issuer.issuance import IssuanceError, check_eligibility
 from issuer.platform import NewRecord, PlatformError, add_record, record_consent, register_subject
 from issuer.publisher import current_token
-from issuer.wiring import IssuerContext
+from issuer.settings import IssuerSettings
+from issuer.wiring import IssuerContext, build_issuer
 
 STATUS_LIST_MEDIA_TYPE = "application/statuslist+cwt"
 
@@ -64,9 +65,18 @@ def require_staff(request: Request, authorization: Annotated[str | None, Header(
 Staff = Annotated[str, Depends(require_staff)]
 
 
-def create_app(ctx: IssuerContext, staff_token: str) -> FastAPI:
-    """Builds the app around an already-wired issuer context (no globals)."""
+def create_app(
+    settings: IssuerSettings, staff_token: str, *, context: IssuerContext | None = None
+) -> FastAPI:
+    """Builds the app from ``settings`` (no globals, nothing built at import time).
+
+    ``context`` lets a caller that already wired the issuer for these settings share it.
+    """
+    if context is not None and context.settings != settings:
+        raise ValueError("the issuer context was built for other settings")
+    ctx = context or build_issuer(settings)
     app = FastAPI(title="StarCard issuer", version="0.1.0")
+    app.state.context = ctx
     app.state.staff_token_hash = hashlib.sha256(staff_token.encode()).digest()
 
     def now() -> dt.datetime:

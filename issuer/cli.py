@@ -42,4 +42,4 @@ def serve(
     token = os.environ.get("STARCARD_STAFF_TOKEN")
     if not token:
         raise typer.BadParameter("set STARCARD_STAFF_TOKEN")
-    uvicorn.run(create_app(build_issuer(IssuerSettings.from_env()), token), host=host, port=port)
+    uvicorn.run(create_app(IssuerSettings.from_env(), token), host=host, port=port)

@@ -15,7 +15,7 @@ STAFF = {"Authorization": "Bearer test-staff-token"}
 
 
 def client(ctx: IssuerContext) -> TestClient:
-    return TestClient(create_app(ctx, "test-staff-token"))
+    return TestClient(create_app(ctx.settings, "test-staff-token", context=ctx))
 
 
 def test_staff_endpoints_need_the_token(sqlite_issuer: IssuerContext) -> None:

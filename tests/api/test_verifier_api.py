@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -16,6 +17,7 @@ from tests.conftest import NOW
 from tests.helpers import graded_subject
 from verifier.api.app import b64encode, create_app
 from verifier.service import VerifierService
+from verifier.settings import VerifierSettings
 from verifier.tap import read_tap
 
 TS = int(NOW.timestamp())
@@ -27,8 +29,11 @@ def setup(
     subject = graded_subject(ctx, NOW)
     session = StarCardSession(InProcessTransport(VirtualStarCard(tmp_path / "card.json")))
     ctx.issuance.personalize(session, subject, NOW, "clerk")
-    service = VerifierService(trust=ctx.keys.trust_store())
-    client = TestClient(create_app(service, clock=lambda: float(TS)))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(ctx.keys.jwks()))
+    app = create_app(VerifierSettings(trust_jwks=jwks), clock=lambda: float(TS))
+    service = app.state.service
+    client = TestClient(app)
     with ctx.engine.connect() as conn:
         token = current_token(conn, 1)
     assert token is not None

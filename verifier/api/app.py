@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from verifier.core.errors import VerificationError
 from verifier.service import VerifierService
+from verifier.settings import VerifierSettings
 
 MAX_CREDENTIAL_B64 = 4096
 
@@ -55,8 +56,19 @@ def b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def create_app(service: VerifierService, clock: Callable[[], float] = time.time) -> FastAPI:
+def create_app(
+    settings: VerifierSettings,
+    *,
+    service: VerifierService | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """Builds the app from ``settings``; ``service`` lets a caller share a wired one."""
+    if service is None:
+        service = VerifierService(
+            trust=settings.trust_store(), challenge_ttl_s=settings.challenge_ttl_s
+        )
     app = FastAPI(title="StarCard verifier", version="0.1.0")
+    app.state.service = service
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
