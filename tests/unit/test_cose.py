@@ -7,10 +7,8 @@ from typing import Any
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from tests.keysigner import KeySigner
 from verifier.core.cose import parse_sign1, sig_structure, sign1, verify_sign1
 from verifier.core.errors import (
     BadSignature,
@@ -23,23 +21,6 @@ from verifier.core.errors import (
     UnsupportedAlgorithm,
 )
 from verifier.core.keys import kid_for
-
-
-class KeySigner:
-    """Test double for the HSM: a software P-256 key behind the Signer port."""
-
-    algorithm = "ES256"
-
-    def __init__(self) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
-
-    def sign(self, data: bytes) -> bytes:
-        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
 
 SIGNER = KeySigner()
 KID = kid_for(SIGNER.public_key())

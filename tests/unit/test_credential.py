@@ -7,10 +7,9 @@ from typing import Any
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from tests.keysigner import KeySigner
 from verifier.core.cose import parse_sign1, sign1, verify_sign1
 from verifier.core.credential import (
     CLAIM_CNF,
@@ -31,22 +30,6 @@ from verifier.core.trust import TrustedKey, TrustStore
 
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 YEAR = 365 * 24 * 3600
-
-
-class KeySigner:
-    """Test double for the HSM: a software P-256 key behind the Signer port."""
-
-    algorithm = "ES256"
-
-    def __init__(self) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
-
-    def sign(self, data: bytes) -> bytes:
-        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 ISSUER = KeySigner()

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from tests.keysigner import KeySigner
 from verifier.core.cose import sign1
 from verifier.core.errors import (
     BadSignature,
@@ -44,22 +42,6 @@ VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "status_list_draft.j
 NOW = 1_767_225_600
 URI = "https://sc.example.cn/s/1"
 DAY = 24 * 3600
-
-
-class KeySigner:
-    """Test double for the HSM: a software P-256 key behind the Signer port."""
-
-    algorithm = "ES256"
-
-    def __init__(self) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
-
-    def sign(self, data: bytes) -> bytes:
-        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 STATUS_SIGNER = KeySigner()

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from tests.keysigner import KeySigner
 from verifier.core.challenge import ChallengeState, begin, challenge_bytes, check_presented
 from verifier.core.credential import CredentialClaims, issue_credential, qr_token_binding
 from verifier.core.errors import (
@@ -46,22 +47,6 @@ NOW = 1_767_225_600
 YEAR = 365 * 24 * 3600
 URI = "https://sc.example.cn/s/1"
 IDX = 4242
-
-
-class KeySigner:
-    """Test double for the HSM: a software P-256 key behind the Signer port."""
-
-    algorithm = "ES256"
-
-    def __init__(self) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
-
-    def sign(self, data: bytes) -> bytes:
-        r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 class VirtualCard:
