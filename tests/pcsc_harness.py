@@ -15,6 +15,7 @@ virtual StarCards plugged into it as separate processes.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -33,6 +34,9 @@ PCSCD_PID_FILE = PCSCD_RUN_DIR / "pcscd.pid"
 READER_BY_PORT = {35963: "Virtual PCD 00 00", 35964: "Virtual PCD 00 01"}
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
+HOST_LOCK = Path("/tmp/starcard-pcscd.lock")
+HOST_LOCK_TIMEOUT_S = float(os.environ.get("STARCARD_PCSCD_LOCK_TIMEOUT", "1800"))
+"""pcscd has one socket per host: concurrent test runs (developers, bench) queue on this lock."""
 
 
 def pcscd_binary() -> str | None:
@@ -106,6 +110,15 @@ def running_pcscd() -> int | None:
     return None
 
 
+def _is_orphaned_test_pcscd(pid: int) -> bool:
+    """True for a pcscd started by this harness (private reader.conf.d), not a system one."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"--config" in args and any(a.endswith(b"/reader.conf.d") for a in args)
+
+
 def _remove_stale_run_files() -> None:
     if not PCSCD_RUN_DIR.is_dir():
         return
@@ -141,17 +154,53 @@ class PcscStack:
         self.config_dir = workdir / "reader.conf.d"
         self.log_path = workdir / "pcscd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
 
     @property
     def readers(self) -> list[str]:
         return list(READER_BY_PORT.values())
+
+    def _acquire_host_lock(self) -> None:
+        fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + HOST_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_fd = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise RuntimeError(f"another test run holds {HOST_LOCK}") from None
+                time.sleep(0.2)
+
+    def _release_host_lock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start pcscd and wait for the vpcd readers. Raises RuntimeError on any problem."""
         reason = pcsc_available()
         if reason is not None:
             raise RuntimeError(reason)
+        self._acquire_host_lock()
+        try:
+            self._start_locked(timeout_s)
+        except BaseException:
+            self._release_host_lock()
+            raise
+
+    def _start_locked(self, timeout_s: float) -> None:
         other = running_pcscd()
+        if other is not None and _is_orphaned_test_pcscd(other):
+            # We hold the host lock, so no live test run owns it: a run that was killed left it.
+            os.kill(other, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while _process_alive(other) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            other = running_pcscd()
         if other is not None:
             raise RuntimeError(f"another pcscd is running (pid {other}); stop it first")
         _remove_stale_run_files()
@@ -193,10 +242,11 @@ class PcscStack:
             time.sleep(0.05)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """Stop and reap pcscd (idempotent)."""
+        """Stop and reap pcscd (idempotent), then let the next test run have the host."""
         if self.proc is not None:
             _stop_process(self.proc, timeout_s)
             self.proc = None
+        self._release_host_lock()
 
     def log_text(self) -> str:
         return _tail(self.log_path, 200)
