@@ -15,8 +15,9 @@ and hides the transmission mechanics from the session:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from card_profiles.errors import CardIOError, raise_for_sw
+from card_profiles.errors import SW_OK, CardIOError, raise_for_sw
 from card_profiles.transport import Transport
 
 SHORT_MAX_NC = 255
@@ -89,8 +90,100 @@ class CommandApdu:
         return header + lc + le
 
 
+class ApduProcessor(Protocol):
+    """One layer of the APDU stack: sends a command, returns ``(data, sw)`` unchecked."""
+
+    def send(self, command: CommandApdu) -> tuple[bytes, int]: ...
+
+
+class TransportProcessor:
+    """Bottom layer: encodes each command (short, or extended when allowed and needed) and
+    hands it to the transport. Counts the APDUs that actually go to the card."""
+
+    def __init__(self, transport: Transport, *, extended_length: bool) -> None:
+        self._transport = transport
+        self.extended_length = extended_length
+        self.count = 0
+
+    def send(self, command: CommandApdu) -> tuple[bytes, int]:
+        extended = self.extended_length and not command.fits_short
+        self.count += 1
+        return self._transport.transmit(command.encode(extended=extended))
+
+
+class ChainingProcessor:
+    """Command chaining (ISO 7816-4 §5.1.1.1): data over 255 bytes for a card without extended
+    length goes as parts with CLA | 0x10; every part but the last must be answered 9000.
+    Also caps Ne at 256 for such cards (the rest comes with 61xx GET RESPONSE)."""
+
+    def __init__(self, inner: ApduProcessor, *, extended_length: bool) -> None:
+        self._inner = inner
+        self._extended = extended_length
+
+    def send(self, command: CommandApdu) -> tuple[bytes, int]:
+        if self._extended:
+            return self._inner.send(command)
+        if command.le is not None and command.le > SHORT_MAX_NE:
+            command = replace(command, le=0)
+        if len(command.data) <= SHORT_MAX_NC:
+            return self._inner.send(command)
+        if command.cla & CLA_CHAINING:
+            raise ValueError("CLA already has the chaining bit")
+        data = command.data
+        parts = [data[i : i + SHORT_MAX_NC] for i in range(0, len(data), SHORT_MAX_NC)]
+        for part in parts[:-1]:
+            head = replace(command, cla=command.cla | CLA_CHAINING, data=part, le=None)
+            _, sw = self._inner.send(head)
+            if sw != SW_OK:
+                if sw >> 8 in (0x61, 0x6C):
+                    raise CardIOError(f"card answered {sw:04X} to a chained command part")
+                raise_for_sw(sw)
+        return self._inner.send(replace(command, data=parts[-1]))
+
+
+class WrongLeProcessor:
+    """``6Cxx``: the card wants Le = xx; the same command is resent once with that Le."""
+
+    def __init__(self, inner: ApduProcessor) -> None:
+        self._inner = inner
+
+    def send(self, command: CommandApdu) -> tuple[bytes, int]:
+        data, sw = self._inner.send(command)
+        if sw >> 8 != 0x6C:
+            return data, sw
+        data, sw = self._inner.send(replace(command, le=(sw & 0xFF) or SHORT_MAX_NE))
+        if sw >> 8 == 0x6C:
+            raise CardIOError(f"card answered {sw:04X} twice")
+        return data, sw
+
+
+class GetResponseProcessor:
+    """``61xx``: more data waits on the card; GET RESPONSE until the final status word."""
+
+    def __init__(self, inner: ApduProcessor) -> None:
+        self._inner = inner
+
+    def send(self, command: CommandApdu) -> tuple[bytes, int]:
+        data, sw = self._inner.send(command)
+        chunks = [data]
+        total = len(data)
+        while sw >> 8 == 0x61:
+            get_response = CommandApdu(command.cla & 0x03, INS_GET_RESPONSE, 0, 0, le=sw & 0xFF)
+            data, sw = self._inner.send(get_response)
+            chunks.append(data)
+            total += len(data)
+            if total > MAX_RESPONSE_BYTES:
+                raise CardIOError("response exceeds limit while following 61xx")
+        return b"".join(chunks), sw
+
+
 class ApduConnection:
     """Sends :class:`CommandApdu` over a transport; returns response data or raises.
+
+    The stack, top to bottom: status check → :class:`GetResponseProcessor` (61xx) →
+    :class:`WrongLeProcessor` (6Cxx) → :class:`ChainingProcessor` → :class:`TransportProcessor`.
+    Whichever path a command takes (extended length, or short APDUs with chaining and
+    GET RESPONSE), the data returned is the same.
 
     ``extended_length`` says whether the card accepts extended APDUs. ``apdu_count`` counts
     the APDUs actually handed to the transport (GET RESPONSE, resends and chain parts
@@ -101,61 +194,21 @@ class ApduConnection:
     """
 
     def __init__(self, transport: Transport, *, extended_length: bool = False) -> None:
-        self._transport = transport
-        self._extended = extended_length
-        self._count = 0
+        self._bottom = TransportProcessor(transport, extended_length=extended_length)
+        self._stack: ApduProcessor = GetResponseProcessor(
+            WrongLeProcessor(ChainingProcessor(self._bottom, extended_length=extended_length))
+        )
 
     @property
     def apdu_count(self) -> int:
-        return self._count
+        return self._bottom.count
 
     @property
     def extended_length(self) -> bool:
-        return self._extended
+        return self._bottom.extended_length
 
     def send(self, command: CommandApdu) -> bytes:
         """Send ``command`` and return its response data (status 9000)."""
-        if self._extended and not command.fits_short:
-            return self._exchange(command, extended=True)
-        if command.le is not None and command.le > SHORT_MAX_NE:
-            command = replace(command, le=0)
-        if len(command.data) <= SHORT_MAX_NC:
-            return self._exchange(command, extended=False)
-        return self._send_chained(command)
-
-    def _send_chained(self, command: CommandApdu) -> bytes:
-        if command.cla & CLA_CHAINING:
-            raise ValueError("CLA already has the chaining bit")
-        data = command.data
-        parts = [data[i : i + SHORT_MAX_NC] for i in range(0, len(data), SHORT_MAX_NC)]
-        for part in parts[:-1]:
-            head = replace(command, cla=command.cla | CLA_CHAINING, data=part, le=None)
-            _, sw = self._transmit(head.encode(extended=False))
-            if sw != 0x9000:
-                if sw >> 8 in (0x61, 0x6C):
-                    raise CardIOError(f"card answered {sw:04X} to a chained command part")
-                raise_for_sw(sw)
-        return self._exchange(replace(command, data=parts[-1]), extended=False)
-
-    def _exchange(self, command: CommandApdu, *, extended: bool) -> bytes:
-        data, sw = self._transmit(command.encode(extended=extended))
-        if sw >> 8 == 0x6C:
-            corrected = replace(command, le=(sw & 0xFF) or SHORT_MAX_NE)
-            data, sw = self._transmit(corrected.encode(extended=extended))
-            if sw >> 8 == 0x6C:
-                raise CardIOError(f"card answered {sw:04X} twice")
-        chunks = [data]
-        total = len(data)
-        while sw >> 8 == 0x61:
-            get_response = CommandApdu(command.cla & 0x03, INS_GET_RESPONSE, 0, 0, le=sw & 0xFF)
-            data, sw = self._transmit(get_response.encode(extended=False))
-            chunks.append(data)
-            total += len(data)
-            if total > MAX_RESPONSE_BYTES:
-                raise CardIOError("response exceeds limit while following 61xx")
+        data, sw = self._stack.send(command)
         raise_for_sw(sw)
-        return b"".join(chunks)
-
-    def _transmit(self, apdu: bytes) -> tuple[bytes, int]:
-        self._count += 1
-        return self._transport.transmit(apdu)
+        return data
