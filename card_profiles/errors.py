@@ -41,6 +41,14 @@ class MalformedResponse(CardIOError):
     """The card answered 9000 but its data does not match the profile (length, format)."""
 
 
+class CardReset(CardIOError):
+    """Someone else reset the card since we connected: any session state on it is gone."""
+
+
+class ReaderBusy(CardIOError):
+    """Another process holds the reader exclusively (sharing violation); try again later."""
+
+
 class NoReader(CardError):
     """The named reader does not exist, or the PC/SC service is not running."""
 

@@ -34,7 +34,15 @@ from typing import Any, TypeVar
 
 from smartcard import scard
 
-from card_profiles.errors import CardError, CardIOError, CardRemoved, CardTimeout, NoReader
+from card_profiles.errors import (
+    CardError,
+    CardIOError,
+    CardRemoved,
+    CardReset,
+    CardTimeout,
+    NoReader,
+    ReaderBusy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,10 @@ def _error(hresult: int, what: str) -> CardError:
         return NoReader(text)
     if hresult == scard.SCARD_E_TIMEOUT:
         return CardTimeout(text)
+    if hresult == scard.SCARD_W_RESET_CARD:
+        return CardReset(text)
+    if hresult == scard.SCARD_E_SHARING_VIOLATION:
+        return ReaderBusy(text)
     return CardIOError(text)
 
 
@@ -190,22 +202,25 @@ class _Worker:
 class _Handle:
     """Context and card handle, filled in by the worker (so a late connect can be undone)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, exclusive: bool = False) -> None:
         self.context: Any = None
         self.card: Any = None
         self.protocol = 0
+        self.atr = b""
+        self.share = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
 
     def open(self, reader: str) -> None:
         hresult, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
         _check(hresult, "establish PC/SC context")
         self.context = ctx
         protocols = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
-        hresult, card, protocol = scard.SCardConnect(
-            ctx, reader, scard.SCARD_SHARE_SHARED, protocols
-        )
+        hresult, card, protocol = scard.SCardConnect(ctx, reader, self.share, protocols)
         _check(hresult, f"connect to {reader!r}")
         self.card = card
         self.protocol = int(protocol)
+        hresult, _name, _state, _proto, atr = scard.SCardStatus(card)
+        _check(hresult, f"status of the card in {reader!r}")
+        self.atr = bytes(atr)
 
     def release(self, disposition: int) -> None:
         """Disconnect (if connected) and release the context. Never raises."""
@@ -235,16 +250,20 @@ class PcscTransport:
         self._closed = False
 
     @classmethod
-    def connect(cls, reader: str, timeout_s: float = 5.0) -> PcscTransport:
-        """Connect (shared, T=0 or T=1) to the card in ``reader``.
+    def connect(
+        cls, reader: str, timeout_s: float = 5.0, *, exclusive: bool = False
+    ) -> PcscTransport:
+        """Connect (T=0 or T=1) to the card in ``reader``.
 
-        ``timeout_s`` bounds the connect and every later transmit. Raises CardRemoved if there
-        is no (powered) card, NoReader if the reader or pcscd is missing, CardTimeout.
+        ``exclusive`` keeps every other process off the card until :meth:`close` (used for
+        personalization). ``timeout_s`` bounds the connect and every later transmit. Raises
+        CardRemoved if there is no (powered) card, ReaderBusy if another process holds the
+        reader exclusively, NoReader if the reader or pcscd is missing, CardTimeout.
         """
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         worker = _Worker(f"pcsc-{reader}")
-        handle = _Handle()
+        handle = _Handle(exclusive=exclusive)
         try:
             worker.call(lambda: handle.open(reader), timeout_s, f"connect to {reader!r}")
         except BaseException:
@@ -256,6 +275,11 @@ class PcscTransport:
     @property
     def reader(self) -> str:
         return self._reader
+
+    @property
+    def atr(self) -> bytes:
+        """The card's answer-to-reset as read when connecting."""
+        return self._handle.atr
 
     @property
     def protocol(self) -> str:

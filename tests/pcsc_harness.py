@@ -248,6 +248,13 @@ class PcscStack:
             self.proc = None
         self._release_host_lock()
 
+    def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Stop and start pcscd again while keeping the host lock (a daemon restart)."""
+        if self.proc is not None:
+            _stop_process(self.proc, STOP_TIMEOUT_S)
+            self.proc = None
+        self._start_locked(timeout_s)
+
     def log_text(self) -> str:
         return _tail(self.log_path, 200)
 
