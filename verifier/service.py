@@ -39,6 +39,8 @@ class VerifierService:
     status: StatusListCache = field(default_factory=StatusListCache)
     seal_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     challenge_ttl_s: int = 30
+    accept_low_assurance: bool = False
+    """Policy: whether a card without clone protection (keyless profile) may be ``valid``."""
     receipts: list[Receipt] = field(default_factory=list)
     _used: dict[bytes, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -65,7 +67,15 @@ class VerifierService:
         if replayed:
             verdict = Verdict(state="invalid", star_level=None, reason_class="replayed")
         else:
-            verdict = decide(credential, card_signature, state, self.trust, self.status, now)
+            verdict = decide(
+                credential,
+                card_signature,
+                state,
+                self.trust,
+                self.status,
+                now,
+                accept_low_assurance=self.accept_low_assurance,
+            )
         self._receipt(
             terminal_id, now, verdict.serial if hasattr(verdict, "serial") else None, verdict
         )

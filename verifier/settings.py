@@ -17,6 +17,7 @@ class VerifierSettings:
 
     trust_jwks: Path
     challenge_ttl_s: int = 30
+    accept_low_assurance: bool = False
 
     def trust_store(self) -> TrustStore:
         return TrustStore(trusted_keys_from_jwks(json.loads(self.trust_jwks.read_text())))
@@ -26,4 +27,7 @@ class VerifierSettings:
         path = os.environ.get("STARCARD_TRUST_JWKS")
         if not path:
             raise RuntimeError("set STARCARD_TRUST_JWKS to the pinned issuer JWKS file")
-        return cls(trust_jwks=Path(path))
+        accept_low = os.environ.get("STARCARD_ACCEPT_LOW_ASSURANCE", "no").lower()
+        if accept_low not in ("yes", "no"):
+            raise RuntimeError("STARCARD_ACCEPT_LOW_ASSURANCE must be yes or no")
+        return cls(trust_jwks=Path(path), accept_low_assurance=accept_low == "yes")

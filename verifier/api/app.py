@@ -65,7 +65,9 @@ def create_app(
     """Builds the app from ``settings``; ``service`` lets a caller share a wired one."""
     if service is None:
         service = VerifierService(
-            trust=settings.trust_store(), challenge_ttl_s=settings.challenge_ttl_s
+            trust=settings.trust_store(),
+            challenge_ttl_s=settings.challenge_ttl_s,
+            accept_low_assurance=settings.accept_low_assurance,
         )
     app = FastAPI(title="StarCard verifier", version="0.1.0")
     app.state.service = service

@@ -15,7 +15,8 @@ key       name                        value
 4         exp                         int, ``exp > nbf`` and ``exp >= iat``
 7         cti                         card serial, bstr 1..32 bytes (8 on starcard-v1)
 8         cnf                         ``{1: COSE_Key}`` of the card key (RFC 8747), EC2
-                                      P-256 with compressed y (see :mod:`.keys`)
+                                      P-256 with compressed y (see :mod:`.keys`); absent
+                                      exactly for keyless profiles (``iso7816-fs``)
 65535     status                      ``{"status_list": {"idx": uint, "uri": text}}``
                                       (IETF Token Status List)
 -65537    star level                  int 0..5
@@ -24,6 +25,11 @@ key       name                        value
 -65540    QR-token binding            bstr 16 = first 16 bytes of SHA-256 of the printed QR
                                       token (UTF-8); see :func:`qr_token_binding`
 ========  ==========================  ================================================
+
+A credential without ``cnf`` belongs to a card that cannot prove possession of a key: the
+verifier reports it as low assurance (no clone protection) and policy decides whether it is
+accepted. Which profiles are keyless is fixed here (:data:`KEYLESS_PROFILES`), so a credential
+for a keyed profile can never drop its ``cnf``.
 
 Private claim keys are negative integers below -65536 (the range RFC 8392 leaves to
 private use). No name, no ID number. A realistic credential is about 290 bytes.
@@ -65,6 +71,7 @@ __all__ = [
     "CLAIM_STAR_LEVEL",
     "CLAIM_STATUS",
     "CWT_TYP",
+    "KEYLESS_PROFILES",
     "Credential",
     "CredentialClaims",
     "issue_credential",
@@ -95,6 +102,9 @@ _ALL_CLAIMS = frozenset(
         CLAIM_QR_BINDING,
     }
 )
+_KEYLESS_CLAIMS = _ALL_CLAIMS - {CLAIM_CNF}
+KEYLESS_PROFILES = frozenset({"iso7816-fs"})
+"""Card profiles without an on-card key (their credentials carry no ``cnf``)."""
 _T = TypeVar("_T")
 _MAX_TIME = 2**63 - 1
 _MAX_IDX = 2**32 - 1
@@ -111,7 +121,8 @@ class CredentialClaims:
     """The claims of a credential, validated on construction (``ValueError``/``TypeError``).
 
     ``card_key`` is the card's P-256 public key as a SEC1 point; 33- or 65-byte input is
-    accepted and stored uncompressed (65 bytes, the form GET DATA returns).
+    accepted and stored uncompressed (65 bytes, the form GET DATA returns). It is ``None``
+    exactly when ``profile`` is in :data:`KEYLESS_PROFILES`.
     """
 
     iss: str
@@ -119,7 +130,7 @@ class CredentialClaims:
     nbf: int
     exp: int
     cti: bytes
-    card_key: bytes
+    card_key: bytes | None
     status_idx: int
     status_uri: str
     star_level: int
@@ -134,34 +145,49 @@ class CredentialClaims:
         if self.exp <= self.nbf or self.exp < self.iat:
             raise ValueError("exp must be after nbf and not before iat")
         _bytes(self.cti, "cti", 1, 32)
-        if not isinstance(self.card_key, bytes):
-            raise TypeError("card_key must be a SEC1 point (bytes)")
-        try:
-            point = p256_to_point(p256_from_point(self.card_key))
-        except MalformedCredential as exc:
-            raise ValueError("card_key is not a P-256 point") from exc
-        object.__setattr__(self, "card_key", point)
+        _text(self.profile, "profile", 32)
+        if self.card_key is None:
+            if self.profile not in KEYLESS_PROFILES:
+                raise ValueError(f"profile {self.profile!r} needs a card key (cnf)")
+        else:
+            if self.profile in KEYLESS_PROFILES:
+                raise ValueError(f"profile {self.profile!r} has no card key")
+            if not isinstance(self.card_key, bytes):
+                raise TypeError("card_key must be a SEC1 point (bytes)")
+            try:
+                point = p256_to_point(p256_from_point(self.card_key))
+            except MalformedCredential as exc:
+                raise ValueError("card_key is not a P-256 point") from exc
+            object.__setattr__(self, "card_key", point)
         _int(self.status_idx, "status_idx", 0, _MAX_IDX)
         _text(self.status_uri, "status_uri", 255)
         _int(self.star_level, "star_level", 0, 5)
         _text(self.policy_version, "policy_version", 32)
-        _text(self.profile, "profile", 32)
         _bytes(self.qr_hash, "qr_hash", QR_BINDING_SIZE, QR_BINDING_SIZE)
 
     @property
+    def has_card_key(self) -> bool:
+        return self.card_key is not None
+
+    @property
     def card_public_key(self) -> ec.EllipticCurvePublicKey:
-        """The card key bound by ``cnf``, as a ``cryptography`` key."""
+        """The card key bound by ``cnf``; ValueError for a keyless profile."""
+        if self.card_key is None:
+            raise ValueError(f"profile {self.profile!r} has no card key")
         return p256_from_point(self.card_key)
 
     def to_cbor_map(self) -> dict[int, object]:
         """The CWT claims map (see the module docstring)."""
-        return {
+        claims: dict[int, object] = {
             CLAIM_ISS: self.iss,
             CLAIM_IAT: self.iat,
             CLAIM_NBF: self.nbf,
             CLAIM_EXP: self.exp,
             CLAIM_CTI: self.cti,
-            CLAIM_CNF: {1: cose_key_from_public(self.card_public_key)},
+        }
+        if self.card_key is not None:
+            claims[CLAIM_CNF] = {1: cose_key_from_public(self.card_public_key)}
+        return claims | {
             CLAIM_STATUS: {"status_list": {"idx": self.status_idx, "uri": self.status_uri}},
             CLAIM_STAR_LEVEL: self.star_level,
             CLAIM_POLICY_VERSION: self.policy_version,
@@ -207,14 +233,14 @@ def parse_credential(data: bytes) -> Credential:
     claims = decode_strict(message.payload)
     if not isinstance(claims, dict):
         raise MalformedCredential("CWT claims must be a map")
-    if set(claims) != _ALL_CLAIMS:
-        missing = sorted(str(k) for k in _ALL_CLAIMS - set(claims))
+    if set(claims) not in (_ALL_CLAIMS, _KEYLESS_CLAIMS):
+        missing = sorted(str(k) for k in _KEYLESS_CLAIMS - set(claims))
         extra = sorted(str(k) for k in set(claims) - _ALL_CLAIMS)
         raise MalformedCredential(
             "credential claims are not exactly the required set",
             detail=f"missing {missing}, unexpected {extra}",
         )
-    card_key = p256_to_point(_cnf_key(claims[CLAIM_CNF]))
+    card_key = p256_to_point(_cnf_key(claims[CLAIM_CNF])) if CLAIM_CNF in claims else None
     idx, uri = _status_ref(claims[CLAIM_STATUS])
     try:
         parsed = CredentialClaims(

@@ -13,12 +13,16 @@ a :class:`VerifiedCard` only when every step passed:
 5. **Challenge freshness**: ``now < challenge.expires_at`` (:class:`ChallengeExpired`).
 6. **Card signature** over ``challenge_bytes(challenge)`` with the ``cnf`` key from the
    credential (never a key the card reports): anything else → :class:`CloneSuspected`.
+   A credential of a keyless profile (no ``cnf``, e.g. ``iso7816-fs``) skips this step
+   and is marked ``assurance="low"``: nothing proves the card is not a copy.
 7. **Status** from the held status list: INVALID → :class:`Revoked`, SUSPENDED →
    :class:`Suspended`, other values → :class:`StatusUnrecognized`; missing, expired or
    rolled-back data → the :class:`CannotVerify` family.
 
 ``decide`` runs the same steps and turns the outcome into a three-state :class:`Verdict`.
-It never returns ``valid`` if anything raised.
+It never returns ``valid`` if anything raised, and returns ``valid`` for a low-assurance card
+only when the caller's policy says ``accept_low_assurance`` (otherwise ``invalid`` with
+reason class ``"low_assurance"``).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ class VerifiedCard:
     policy_version: str
     profile: str
     exp: int
-    assurance: str = "high"
+    assurance: Literal["high", "low"] = "high"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Verdict:
     reason_class: str | None
     serial: str | None = None
     diagnostics: str | None = None
+    assurance: Literal["high", "low"] | None = None
 
 
 def verify_card(
@@ -103,14 +108,15 @@ def verify_card(
         raise Expired("credential has expired", detail=f"exp {claims.exp}, now {now}")
     # 5. The challenge is still fresh.
     check_fresh(challenge, now)
-    # 6. The card proves possession of the cnf key over this challenge.
-    try:
-        verify_es256(claims.card_public_key, card_signature, challenge_bytes(challenge))
-    except (BadSignature, MalformedCredential) as exc:
-        raise CloneSuspected(
-            "card signature over the challenge does not verify with the bound key",
-            detail=f"serial {claims.cti.hex()}: {type(exc).__name__}",
-        ) from exc
+    # 6. The card proves possession of the cnf key over this challenge (keyed profiles).
+    if claims.has_card_key:
+        try:
+            verify_es256(claims.card_public_key, card_signature, challenge_bytes(challenge))
+        except (BadSignature, MalformedCredential) as exc:
+            raise CloneSuspected(
+                "card signature over the challenge does not verify with the bound key",
+                detail=f"serial {claims.cti.hex()}: {type(exc).__name__}",
+            ) from exc
     # 7. Status list.
     value = status.status_of(claims.status_uri, claims.status_idx, now)
     if value == INVALID:
@@ -125,6 +131,7 @@ def verify_card(
         policy_version=claims.policy_version,
         profile=claims.profile,
         exp=claims.exp,
+        assurance="high" if claims.has_card_key else "low",
     )
 
 
@@ -135,6 +142,8 @@ def decide(
     trust: TrustStore,
     status: StatusListCache,
     now: int,
+    *,
+    accept_low_assurance: bool = False,
 ) -> Verdict:
     """Three-state verdict: ``valid`` only if :func:`verify_card` returned.
 
@@ -160,8 +169,21 @@ def decide(
             reason_class="internal_error",
             diagnostics=f"unexpected {type(exc).__name__}: {exc}",
         )
+    if card.assurance == "low" and not accept_low_assurance:
+        return Verdict(
+            state="invalid",
+            star_level=None,
+            reason_class="low_assurance",
+            serial=card.serial.hex(),
+            diagnostics=f"profile {card.profile} has no card key; policy refuses low assurance",
+            assurance="low",
+        )
     return Verdict(
-        state="valid", star_level=card.star_level, reason_class=None, serial=card.serial.hex()
+        state="valid",
+        star_level=card.star_level,
+        reason_class=None,
+        serial=card.serial.hex(),
+        assurance=card.assurance,
     )
 
 
