@@ -5,8 +5,9 @@ Writes ``bench/results.json`` in the format of the benchmarks issue:
 "ratio", "better"}}}``. ``QUICK=1`` runs fewer repetitions.
 
 Figures so far: tap through pcscd (and its APDU count), in-process tap verification,
-personalization through pcscd, credential size. The rest of the catalogue lands with
-the benchmarks issue.
+personalization through pcscd (secure channel included), credential size. The rest of the
+catalogue lands with the benchmarks issue. Cards are factory-made with the HSM's factory
+operation, as in the demo.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from card_profiles.starcard import StarCardSession
 from issuer.publisher import current_token
 from issuer.settings import IssuerSettings
 from issuer.wiring import IssuerContext, build_issuer
-from tests.helpers import graded_subject
+from tests.helpers import factory_card_state, factory_session, graded_subject, id_number
 from tests.pcsc_harness import CardProcess, PcscStack
 from verifier.core.challenge import begin, challenge_bytes
 from verifier.core.status_list import StatusListCache
@@ -83,8 +84,9 @@ def bench_pcsc(ctx: IssuerContext, work: Path, taps: int, cards: int) -> dict[st
         for i in range(cards):
             if card is not None:
                 card.stop()
-            card = CardProcess(work / f"card-{i}.json").start()
-            subject = graded_subject(ctx, now, id_number=_id_number(i))
+            state = factory_card_state(ctx, work / f"card-{i}.json")
+            card = CardProcess(state).start()
+            subject = graded_subject(ctx, now, id_number=id_number(i))
             with PcscTransport.connect(card.reader, timeout_s=5.0) as transport:
                 t0 = time.perf_counter()
                 issued = ctx.issuance.personalize(StarCardSession(transport), subject, now, "b")
@@ -141,13 +143,10 @@ def bench_pcsc(ctx: IssuerContext, work: Path, taps: int, cards: int) -> dict[st
 
 
 def bench_inprocess(ctx: IssuerContext, work: Path, n: int) -> dict[str, Any]:
-    from card_profiles.transport import InProcessTransport
-    from card_profiles.virtual.starcard_v1 import VirtualStarCard
-
     now = dt.datetime.now(dt.UTC)
     ts = int(now.timestamp())
-    subject = graded_subject(ctx, now, id_number=_id_number(9999))
-    session = StarCardSession(InProcessTransport(VirtualStarCard(work / "inproc.json")))
+    subject = graded_subject(ctx, now, id_number=id_number(9999))
+    session = factory_session(ctx, work / "inproc.json")
     ctx.issuance.personalize(session, subject, now, "b")
     trust = ctx.keys.trust_store()
     cache = StatusListCache()
@@ -179,12 +178,6 @@ def bench_inprocess(ctx: IssuerContext, work: Path, n: int) -> dict[str, Any]:
             tap_s * 1e6, "us", base_s * 1e6, "two bare ES256 verifications (cryptography)", "lower"
         )
     }
-
-
-def _id_number(i: int) -> str:
-    body = f"1101051980{1 + i // 28 % 12:02d}{1 + i % 28:02d}{i % 1000:03d}"
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, weights, strict=True)) % 11]
 
 
 def main() -> None:

@@ -2,6 +2,10 @@
 
 Invariant: session code (:mod:`card_profiles.starcard`) reads AIDs, instruction codes, tags,
 lifecycle codes and limits only from a :class:`Profile`; a profile is immutable and hashable.
+Fields added after the first release have defaults ("not supported"), so profiles written
+against the older dataclass keep working.
+
+The ``starcard-v1`` wire format is specified in ``docs/card-starcard-v1.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,18 @@ class Lifecycle(IntEnum):
     SECURED = 0x0F
     LOCKED = 0x7F
     TERMINATED = 0xFF
+
+
+@dataclass(frozen=True)
+class SecureChannelProfile:
+    """Wire codes of a profile's secure channel (SCP03-like, see :mod:`card_profiles.scp`)."""
+
+    ins_initialize_update: int
+    ins_external_authenticate: int
+    cla_secure_messaging: int
+    """CLA bit set on a command that carries a C-MAC."""
+    security_level: int
+    """EXTERNAL AUTHENTICATE P1."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,12 @@ class Profile:
     max_credential_size: int
     extended_length: bool
     key_algorithm: str
+    secure_channel: SecureChannelProfile | None = None
+    """None: the card has no secure channel (writes are unauthenticated)."""
+    tag_credential_version: int | None = None
+    tag_key_info: int | None = None
+    credential_version_length: int = 0
+    """Bytes of version prefixed to PUT CREDENTIAL data (0: the credential is unversioned)."""
 
     def lifecycle_code(self, state: Lifecycle) -> int:
         """The byte this profile uses for ``state``. Raises KeyError if it has none."""
@@ -86,6 +108,15 @@ STARCARD_V1 = Profile(
     max_credential_size=2048,
     extended_length=True,
     key_algorithm="ES256",
+    secure_channel=SecureChannelProfile(
+        ins_initialize_update=0x50,
+        ins_external_authenticate=0x82,
+        cla_secure_messaging=0x04,
+        security_level=0x01,
+    ),
+    tag_credential_version=0x0104,
+    tag_key_info=0x0105,
+    credential_version_length=4,
 )
 
 PROFILES: dict[str, Profile] = {STARCARD_V1.name: STARCARD_V1}

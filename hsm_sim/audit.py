@@ -1,7 +1,8 @@
 """Audit records of the HSM simulator.
 
 Invariant: an :class:`AuditEvent` never holds key material. For a signature it holds the
-SHA-256 of the signed data, so that an auditor can match a log line to an artefact.
+SHA-256 of the signed data, so that an auditor can match a log line to an artefact; for a
+card-key operation (secure-channel session, factory export) the card serial.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class AuditOp(enum.Enum):
     GET_SIGNER = "signer"
     SIGN = "sign"
     PUBLIC_KEY = "public_key"
+    SCP_SESSION = "scp_session"
+    FACTORY_CARD_KEY = "factory_card_key"
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,9 @@ class AuditEvent:
 
     ``time`` is the simulator clock (seconds since the epoch); ``purpose`` is the purpose the
     caller asked for (``None`` when the operation names no purpose); ``ok`` is ``False`` for a
-    refusal, and then ``detail`` names the error class. ``data_sha256`` is set for signatures.
+    refusal, and then ``detail`` names the error class (on success ``detail`` is empty, or
+    ``"factory_export"`` for a master key created exportable). ``data_sha256`` is set for
+    signatures, ``card_serial`` (hex) for card-key operations.
     """
 
     time: float
@@ -39,3 +44,4 @@ class AuditEvent:
     ok: bool
     detail: str = ""
     data_sha256: str | None = None
+    card_serial: str | None = None

@@ -7,7 +7,15 @@ never contain key material.
 
 from __future__ import annotations
 
-__all__ = ["HsmError", "HsmStorageError", "KeyExists", "KeyNotFound", "WrongKeyPurpose"]
+__all__ = [
+    "CardCryptogramMismatch",
+    "ExportNotAllowed",
+    "HsmError",
+    "HsmStorageError",
+    "KeyExists",
+    "KeyNotFound",
+    "WrongKeyPurpose",
+]
 
 
 class HsmError(Exception):
@@ -23,7 +31,21 @@ class KeyNotFound(HsmError):
 
 
 class WrongKeyPurpose(HsmError):
-    """The key exists but was created for another purpose, or the purpose cannot sign."""
+    """The key exists but was created for another purpose, or the purpose cannot do this.
+
+    E.g. a signing purpose asked to diversify card keys, a diversification key asked to sign
+    or for a public key, or ``create_key`` (P-256) asked for a diversification key.
+    """
+
+
+class ExportNotAllowed(HsmError):
+    """The factory operation was asked for a card key, but the master key was not created
+    with ``factory_export=True``."""
+
+
+class CardCryptogramMismatch(HsmError):
+    """The card cryptogram of a secure-channel handshake does not verify: the card does not
+    hold the key diversified for its serial (counterfeit, or keyed by another master)."""
 
 
 class HsmStorageError(HsmError):

@@ -93,6 +93,11 @@ cards = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("revoked_reason", String(32)),
+    # 0002: the version of the credential written (or being written) to the card; it only
+    # grows, as the card refuses a version not above its own.
+    Column("credential_version", Integer, nullable=False, server_default=text("0")),
+    # 0002: the secure-channel key version the card authenticated with.
+    Column("card_key_version", Integer),
     UniqueConstraint("status_list_id", "status_idx", name="uq_cards_status_entry"),
 )
 

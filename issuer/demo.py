@@ -1,8 +1,9 @@
 """``make demo``: the main job on the embedded default, start to end, in one process.
 
 SQLite file, ``hsm_sim`` and the virtual card connected in-process (no pcscd needed):
-register a person with records, grade, personalize a ``starcard-v1`` card, tap it (valid),
-revoke it, tap again (invalid), and write the artefacts to the output folder.
+register a person with records, grade, manufacture a ``starcard-v1`` card (its secure-channel
+key diversified by the HSM's factory operation), personalize it after mutual authentication,
+tap it (valid), revoke it, tap again (invalid), and write the artefacts to the output folder.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.table import Table
 
 from card_profiles.starcard import StarCardSession
 from card_profiles.transport import InProcessTransport
-from card_profiles.virtual.starcard_v1 import VirtualStarCard
+from card_profiles.virtual.starcard_v1 import manufacture
 from issuer.card_face import render_card_face, save_card_face
 from issuer.grading import regrade
 from issuer.platform import NewRecord, add_record, record_consent, register_subject
@@ -125,11 +126,22 @@ def run(out: Path, now: dt.datetime, console: Console) -> int:
         )
     console.print(table)
 
-    card = VirtualStarCard(out / "virtual-card.json")
+    serial = secrets.token_bytes(8)
+    card = manufacture(
+        out / "virtual-card.json",
+        serial,
+        ctx.card_keys.factory_card_key(serial),
+        key_version=ctx.card_keys.key_version,
+    )
+    console.print(
+        f"  manufactured card {serial.hex()} (secure-channel key {ctx.card_keys.key_version} "
+        "diversified in the HSM)"
+    )
     session = StarCardSession(InProcessTransport(card))
     issued = ctx.issuance.personalize(session, subject, now, "demo-clerk")
     console.print(
-        f"  personalized card {issued.serial} ({len(issued.credential)}-byte credential, "
+        f"  personalized card {issued.serial} after mutual authentication "
+        f"({len(issued.credential)}-byte credential v{issued.credential_version}, "
         f"{issued.apdu_count} APDUs), access code handed to the holder"
     )
 

@@ -8,6 +8,22 @@ The card's status-list entry is SUSPENDED from ``credential_signed`` until ``act
 list is republished in the same transaction), so a card pulled out half-way never verifies.
 ``active`` is guarded by a partial unique index: one active card per subject, enforced by
 the database.
+
+Card protection (``docs/card-starcard-v1.md``):
+
+* Every write goes through the card's secure channel, opened by mutual authentication with
+  the card's diversified key held in the HSM (the injected
+  :class:`~card_profiles.scp.SecureChannelAuthenticator`). A card that cannot authenticate
+  is not ours: :class:`CardRejected`, nothing written.
+* The serial and ATR read at the start are re-checked before every write step; a different
+  card in the reader raises :class:`CardSwapped` before anything is written to it (and the
+  secure channel, keyed to the first card, would refuse the write anyway).
+* Each credential written carries a version above both the card's and the database's
+  (``cards.credential_version``); the card refuses an older one, so a replayed credential
+  cannot roll a card back.
+* A re-run restarts cleanly whatever the card holds: a card still in PERSONALIZATION gets a
+  new key; a card that reached SECURED before the database recorded ``active`` (power lost
+  after SET LIFECYCLE) keeps the key recorded for this job and gets a new credential version.
 """
 
 from __future__ import annotations
@@ -20,7 +36,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from card_profiles.starcard import StarCardSession
+from card_profiles.profiles import Lifecycle
+from card_profiles.scp import CardNotAuthentic, SecureChannelAuthenticator
+from card_profiles.starcard import AuthenticationBlocked, StarCardSession
 from issuer.audit import audit
 from issuer.db import cards, grades, records, subjects
 from issuer.keys import IssuerKeys
@@ -49,6 +67,31 @@ class CardCheckFailed(IssuanceError):
     """The card did not pass the self-check after writing; it is not activated."""
 
 
+class CardSwapped(IssuanceError):
+    """The card in the reader is not the one this personalization started with (serial or
+    ATR changed). Nothing was written to it; put the first card back and re-run."""
+
+
+class CardRejected(IssuanceError):
+    """This card cannot be personalized here: it failed mutual authentication (not keyed by
+    this issuer's master key), its secure channel is blocked, it is LOCKED or TERMINATED,
+    or it was secured by another personalization."""
+
+
+@dataclass(frozen=True)
+class _CardIdentity:
+    serial: bytes
+    atr: bytes | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What the database already knows about this card's personalization."""
+
+    credential_version: int
+    card_public_key: bytes | None
+
+
 @dataclass(frozen=True)
 class Eligibility:
     eligible: bool
@@ -68,6 +111,7 @@ class IssuedCard:
     access_code: str
     expires_at: dt.datetime
     apdu_count: int
+    credential_version: int
 
 
 def hash_secret(value: str) -> str:
@@ -124,12 +168,15 @@ class Issuance:
         settings: IssuerSettings,
         policy_version: str,
         random_index: Callable[[int], int] = secrets.randbelow,
+        *,
+        card_authenticator: SecureChannelAuthenticator,
     ) -> None:
         self._engine = engine
         self._keys = keys
         self._settings = settings
         self._policy_version = policy_version
         self._random_index = random_index
+        self._authenticator = card_authenticator
 
     def personalize(
         self, session: StarCardSession, subject_id: str, now: dt.datetime, actor: str
@@ -138,22 +185,42 @@ class Issuance:
 
         Raises:
             NotEligible: the subject cannot get a card now (reasons attached).
+            CardRejected: the card is not ours, blocked, LOCKED/TERMINATED or secured by
+                another job; nothing was written.
+            CardSwapped: another card is in the reader; nothing was written to it.
             CardCheckFailed: the written card did not verify; it stays inactive.
             card_profiles.errors.CardError: the card was pulled or failed; the job's state
                 is persisted and a re-run restarts the card cleanly.
         """
         start_apdus = session.apdu_count
         session.select()
-        serial = session.serial().hex()
+        card = _CardIdentity(session.serial(), session.atr())
+        serial = card.serial.hex()
+        lifecycle = session.lifecycle()
+        if lifecycle not in (Lifecycle.PERSONALIZATION, Lifecycle.SECURED):
+            raise CardRejected(f"card {serial} is {lifecycle.name}: it cannot be personalized")
+        card_version = session.credential_version()
+        with self._engine.connect() as conn:
+            eligibility = check_eligibility(conn, subject_id, now.date())
+        if not eligibility.eligible:
+            raise NotEligible(list(eligibility.reasons))
+        key_version = self._open_secure_channel(session, card)
         with self._engine.begin() as conn:
             eligibility = check_eligibility(conn, subject_id, now.date())
             if not eligibility.eligible:
                 raise NotEligible(list(eligibility.reasons))
-            self._start_job(conn, serial, subject_id, eligibility.stars, now, actor)
+            job = self._start_job(conn, serial, subject_id, eligibility.stars, now, actor)
 
-        card_key = session.generate_key()
+        if lifecycle is Lifecycle.PERSONALIZATION:
+            self._check_same_card(session, card)
+            card_key = session.generate_key()
+        else:
+            card_key = session.public_key()
+            if job.card_public_key is None or bytes(job.card_public_key) != card_key:
+                raise CardRejected(f"card {serial} was secured by another personalization")
         self._set_state(serial, "card_key_generated", now, card_public_key=card_key)
 
+        version = max(job.credential_version, card_version) + 1
         qr_token = secrets.token_urlsafe(16)
         access_code = f"{secrets.randbelow(10**8):08d}"
         expires = now + dt.timedelta(days=self._settings.credential_valid_days)
@@ -166,7 +233,7 @@ class Issuance:
                 iat=int(now.timestamp()),
                 nbf=int(now.timestamp()),
                 exp=int(expires.timestamp()),
-                cti=bytes.fromhex(serial),
+                cti=card.serial,
                 card_key=card_key,
                 status_idx=int(idx),
                 status_uri=self._settings.status_list_uri,
@@ -182,6 +249,8 @@ class Issuance:
                 .values(
                     state="credential_signed",
                     credential=credential,
+                    credential_version=version,
+                    card_key_version=key_version,
                     qr_token_hash=hashlib.sha256(qr_token.encode()).digest(),
                     access_code_hash=hash_secret(access_code),
                     expires_at=expires,
@@ -190,13 +259,16 @@ class Issuance:
             )
             status_token = self._publish(conn, now)
 
-        session.write_credential(credential)
+        self._check_same_card(session, card)
+        session.write_credential(credential, version)
         self._set_state(serial, "written", now)
 
-        self._self_check(session, credential, status_token, int(now.timestamp()))
+        self._self_check(session, credential, version, status_token, int(now.timestamp()))
         self._set_state(serial, "verified", now)
 
-        session.secure()
+        if lifecycle is Lifecycle.PERSONALIZATION:
+            self._check_same_card(session, card)
+            session.secure()
         with self._engine.begin() as conn:
             conn.execute(
                 update(cards).where(cards.c.serial == serial).values(state="active", updated_at=now)
@@ -212,7 +284,39 @@ class Issuance:
             access_code=access_code,
             expires_at=expires,
             apdu_count=session.apdu_count - start_apdus,
+            credential_version=version,
         )
+
+    def _open_secure_channel(self, session: StarCardSession, card: _CardIdentity) -> int:
+        """Mutual authentication through the HSM; returns the card's key version."""
+        serial = card.serial.hex()
+        try:
+            info = session.open_secure_channel(self._authenticator)
+        except CardNotAuthentic as exc:
+            raise CardRejected(
+                f"card {serial} failed mutual authentication (not a card of this issuer): {exc}"
+            ) from exc
+        except AuthenticationBlocked as exc:
+            raise CardRejected(f"card {serial}: its secure channel is blocked for ever") from exc
+        if info.serial != card.serial:
+            raise CardSwapped(f"the card answered as {info.serial.hex()}, not {serial}")
+        return info.key_version
+
+    @staticmethod
+    def _check_same_card(session: StarCardSession, card: _CardIdentity) -> None:
+        """Before a write: is the card in the reader still the one we started with?"""
+        atr = session.atr()
+        if atr != card.atr:
+            raise CardSwapped(
+                f"the card in the reader changed (ATR {atr.hex() if atr else None}); "
+                f"nothing was written to it: put card {card.serial.hex()} back and re-run"
+            )
+        serial = session.serial()
+        if serial != card.serial:
+            raise CardSwapped(
+                f"card {serial.hex()} is in the reader, not {card.serial.hex()}; nothing was "
+                "written to it: put the first card back and re-run"
+            )
 
     def revoke(self, serial: str, reason: str, now: dt.datetime, actor: str) -> None:
         """Revokes a card (lost, stolen, damaged, consent withdrawn...) and republishes."""
@@ -259,7 +363,7 @@ class Issuance:
         stars: int,
         now: dt.datetime,
         actor: str,
-    ) -> None:
+    ) -> _Job:
         existing = conn.execute(select(cards).where(cards.c.serial == serial)).first()
         if existing is not None:
             if existing.state in ("active", "revoked"):
@@ -272,7 +376,8 @@ class Issuance:
                 .values(state="requested", stars=stars, updated_at=now)
             )
             audit(conn, now, actor, "card.restarted", subject_id=subject_id, card_serial=serial)
-            return
+            key = existing.card_public_key
+            return _Job(int(existing.credential_version), None if key is None else bytes(key))
         taken = set(
             conn.execute(
                 select(cards.c.status_idx).where(
@@ -299,6 +404,7 @@ class Issuance:
             )
         )
         audit(conn, now, actor, "card.requested", subject_id=subject_id, card_serial=serial)
+        return _Job(0, None)
 
     def _set_state(self, serial: str, state: str, now: dt.datetime, **values: object) -> None:
         with self._engine.begin() as conn:
@@ -309,7 +415,12 @@ class Issuance:
             )
 
     def _self_check(
-        self, session: StarCardSession, credential: bytes, status_token: bytes, now: int
+        self,
+        session: StarCardSession,
+        credential: bytes,
+        version: int,
+        status_token: bytes,
+        now: int,
     ) -> None:
         """Reads the card back and runs the verifier's own ``verify_card`` on it.
 
@@ -320,6 +431,8 @@ class Issuance:
         read_back = session.read_credential()
         if read_back != credential:
             raise CardCheckFailed("the card returned a different credential than was written")
+        if session.credential_version() != version:
+            raise CardCheckFailed("the card reports another credential version than was written")
         state = begin("issuer-self-check", b"personalization", now)
         signature = session.internal_authenticate(challenge_bytes(state))
         status = StatusListCache()

@@ -14,6 +14,13 @@ class IssuerSettings:
     ``database_url`` is any SQLAlchemy URL (SQLite file by default, PostgreSQL in production).
     ``hsm_path`` is where ``hsm_sim`` keeps its encrypted key file (None: keys in memory only).
     Secrets (``hsm_passphrase``, ``pii_key``) come from the environment in production.
+
+    ``card_master_key_label`` names the AES-256 master key in the HSM from which every card's
+    secure-channel key is diversified; cards carry ``card_key_version`` to name it.
+    ``card_factory_export`` decides, when that master key is first created, whether the HSM's
+    factory operation may hand out diversified card keys (card manufacture). The embedded
+    default (demo, tests: the issuer also "manufactures" its virtual cards) is True;
+    :meth:`from_env` (production) makes it False unless ``STARCARD_CARD_FACTORY_EXPORT=1``.
     """
 
     database_url: str = "sqlite:///starcard.db"
@@ -29,6 +36,9 @@ class IssuerSettings:
     credential_key_label: str = "issuer-es256-1"
     status_key_label: str = "status-es256-1"
     policy_path: Path | None = None
+    card_master_key_label: str = "card-master-1"
+    card_key_version: int = 1
+    card_factory_export: bool = True
 
     @property
     def status_list_uri(self) -> str:
@@ -52,4 +62,5 @@ class IssuerSettings:
             hsm_passphrase=os.environ["STARCARD_HSM_PASSPHRASE"].encode(),
             pii_key=pii_key,
             public_base_url=os.environ.get("STARCARD_PUBLIC_URL", cls.public_base_url),
+            card_factory_export=os.environ.get("STARCARD_CARD_FACTORY_EXPORT") == "1",
         )

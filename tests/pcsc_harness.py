@@ -8,7 +8,10 @@ virtual StarCards plugged into it as separate processes.
   one daemon socket per host), and removes stale ``/run/pcscd`` files when none does.
 * :class:`CardProcess` runs ``python -m card_profiles.virtual.vpcd`` for one reader slot,
   waits until pcscd reports the card, and on stop waits until the reader is empty (pcscd
-  keeps reporting a vanished card for up to ~400 ms).
+  keeps reporting a vanished card for up to ~400 ms). A missing state file is first
+  manufactured (a new card keyed with ``card_key``, by default :data:`TEST_CARD_KEY`); a
+  card from a pre-made state file (e.g. keyed by the issuer's HSM) is started as it is. The
+  card's power-loss switch can be armed (``power_loss_after``, ``power_loss_commits``).
 * :func:`pcsc_available` says why the stack cannot run here; :func:`require_pcsc` skips on
   that reason locally and fails under ``CI=true``.
 """
@@ -37,6 +40,8 @@ STOP_TIMEOUT_S = 5.0
 HOST_LOCK = Path("/tmp/starcard-pcscd.lock")
 HOST_LOCK_TIMEOUT_S = float(os.environ.get("STARCARD_PCSCD_LOCK_TIMEOUT", "1800"))
 """pcscd has one socket per host: concurrent test runs (developers, bench) queue on this lock."""
+TEST_CARD_KEY = bytes.fromhex("53544152434152442074657374206b31")
+"""K_card of cards the harness manufactures itself (authenticate with StaticKeyAuthenticator)."""
 
 
 def pcscd_binary() -> str | None:
@@ -274,13 +279,27 @@ class PcscStack:
 class CardProcess:
     """A virtual StarCard in its own process, inserted into the vpcd reader of ``port``."""
 
-    def __init__(self, state_path: Path, port: int = 35963, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        state_path: Path,
+        port: int = 35963,
+        log_path: Path | None = None,
+        *,
+        card_key: bytes = TEST_CARD_KEY,
+        serial: bytes | None = None,
+        power_loss_after: int | None = None,
+        power_loss_commits: int = 0,
+    ) -> None:
         if port not in READER_BY_PORT:
             raise ValueError(f"vpcd has slots on {sorted(READER_BY_PORT)} only")
         self.state_path = state_path
         self.port = port
         self.reader = READER_BY_PORT[port]
         self.log_path = log_path or state_path.with_suffix(".log")
+        self.card_key = card_key
+        self.serial = serial
+        self.power_loss_after = power_loss_after
+        self.power_loss_commits = power_loss_commits
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         """Exit status of the last run, once stopped or killed."""
@@ -304,6 +323,10 @@ class CardProcess:
             wait_for_card_absent(self.reader, timeout_s)
         except CardTimeout:
             raise RuntimeError(f"{self.reader!r} still holds another card") from None
+        if not self.state_path.exists():
+            from card_profiles.virtual.starcard_v1 import manufacture
+
+            manufacture(self.state_path, self.serial or os.urandom(8), self.card_key)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
@@ -315,6 +338,9 @@ class CardProcess:
             "--state", str(self.state_path),
             "--wait", str(timeout_s),
         ]  # fmt: skip
+        if self.power_loss_after is not None:
+            command += ["--power-loss-after", str(self.power_loss_after)]
+            command += ["--power-loss-commits", str(self.power_loss_commits)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log

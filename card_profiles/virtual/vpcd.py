@@ -12,6 +12,9 @@ Invariants:
 * No frame longer than 65535 bytes is ever sent: such a response is replaced by 6F00.
 * The card sees power off / on / reset as :meth:`reset`; it never sees control frames.
 * vpcd closing the connection (card "removed" or pcscd gone) ends :func:`serve` normally.
+* A card that loses power (:class:`~card_profiles.virtual.starcard_v1.PowerLost`, the
+  power-loss switch) sends no answer: :func:`serve` closes the connection at once, as if the
+  card were pulled mid-command, and re-raises; ``starcard-card`` then exits with status 3.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from types import FrameType
 from typing import Protocol
 
 from card_profiles.profiles import PROFILES
-from card_profiles.virtual.starcard_v1 import VirtualStarCard
+from card_profiles.virtual.starcard_v1 import PowerLost, VirtualStarCard
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ CTRL_POWER_ON = 1
 CTRL_RESET = 2
 CTRL_ATR = 4
 SW_INTERNAL_ERROR = b"\x6f\x00"
+EXIT_POWER_LOST = 3
 _TICK_S = 0.25
 
 
@@ -131,7 +135,8 @@ def serve(
 ) -> None:
     """Serve ``card`` to vpcd until vpcd disconnects or ``stop_event`` is set.
 
-    Raises ConnectionError if vpcd does not accept a connection within ``wait_s``.
+    Raises ConnectionError if vpcd does not accept a connection within ``wait_s``, and
+    PowerLost (after closing the connection) when the card loses power.
     """
     stop = stop_event if stop_event is not None else threading.Event()
     sock = connect(host, port, wait_s, stop)
@@ -146,6 +151,9 @@ def serve(
             reply = answer(card, payload)
             if reply is not None:
                 _send_frame(sock, reply)
+    except PowerLost as exc:
+        log.warning("card lost power: %s", exc)
+        raise
     except _Closed:
         log.info("vpcd closed the connection")
     except _Stopped:
@@ -164,15 +172,32 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="starcard-v1")
     parser.add_argument("--port", type=int, default=35963, help="vpcd slot port")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--state", type=Path, required=True, help="card state (JSON) file")
-    parser.add_argument("--serial", help="serial (16 hex digits) for a new card")
+    parser.add_argument(
+        "--state", type=Path, required=True, help="state (JSON) file of a manufactured card"
+    )
     parser.add_argument("--wait", type=float, default=20.0, help="seconds to wait for vpcd")
+    parser.add_argument(
+        "--power-loss-after",
+        type=int,
+        metavar="N",
+        help="lose power during APDU N+1 (the card then leaves the reader; exit status 3)",
+    )
+    parser.add_argument(
+        "--power-loss-commits",
+        type=int,
+        default=0,
+        metavar="K",
+        help="EEPROM writes of the torn APDU that complete before power is lost (default 0)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console script ``starcard-card``. Exit 0 on SIGTERM/SIGINT or vpcd closing, 1 on error."""
+    """Console script ``starcard-card``.
+
+    Exit 0 on SIGTERM/SIGINT or vpcd closing, 1 on error, 3 when the card lost power.
+    """
     args = _parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -180,10 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        serial = bytes.fromhex(args.serial) if args.serial else None
-        card = VirtualStarCard(args.state, serial=serial)
+        card = VirtualStarCard(
+            args.state,
+            power_loss_after=args.power_loss_after,
+            power_loss_commits=args.power_loss_commits,
+        )
     except (OSError, ValueError) as exc:
-        log.error("cannot load card state %s: %s", args.state, exc)
+        log.error("cannot load card state %s (manufacture the card first): %s", args.state, exc)
         return 1
     stop = threading.Event()
 
@@ -195,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("card %s (%s) on %s:%d", card.serial.hex(), args.profile, args.host, args.port)
     try:
         serve(card, args.host, args.port, stop, wait_s=args.wait)
+    except PowerLost:
+        return EXIT_POWER_LOST
     except ConnectionError as exc:
         if stop.is_set():
             return 0

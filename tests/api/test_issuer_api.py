@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from issuer.api import create_app
 from issuer.wiring import IssuerContext
 from tests.conftest import NOW
-from tests.helpers import graded_subject
+from tests.helpers import factory_session, graded_subject
 
 STAFF = {"Authorization": "Bearer test-staff-token"}
 
@@ -85,15 +85,9 @@ def test_citizen_page_does_not_distinguish_unknown_and_revoked(
 ) -> None:
     from pathlib import Path
 
-    from card_profiles.starcard import StarCardSession
-    from card_profiles.transport import InProcessTransport
-    from card_profiles.virtual.starcard_v1 import VirtualStarCard
-
     subject = graded_subject(sqlite_issuer, NOW)
-    card = VirtualStarCard(Path(str(tmp_path)) / "card.json")
-    issued = sqlite_issuer.issuance.personalize(
-        StarCardSession(InProcessTransport(card)), subject, NOW, "clerk"
-    )
+    session = factory_session(sqlite_issuer, Path(str(tmp_path)) / "card.json")
+    issued = sqlite_issuer.issuance.personalize(session, subject, NOW, "clerk")
     c = client(sqlite_issuer)
     active = c.get(f"/c/{issued.qr_token}")
     assert "★★★" in active.text and "Valid" in active.text

@@ -9,12 +9,10 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from card_profiles.starcard import StarCardSession
-from card_profiles.transport import InProcessTransport
-from card_profiles.virtual.starcard_v1 import VirtualStarCard
 from issuer.publisher import current_token
 from issuer.wiring import IssuerContext
 from tests.conftest import NOW
-from tests.helpers import graded_subject
+from tests.helpers import factory_session, graded_subject
 from verifier.api.app import b64encode, create_app
 from verifier.service import VerifierService
 from verifier.settings import VerifierSettings
@@ -27,7 +25,7 @@ def setup(
     ctx: IssuerContext, tmp_path: Path
 ) -> tuple[TestClient, StarCardSession, VerifierService]:
     subject = graded_subject(ctx, NOW)
-    session = StarCardSession(InProcessTransport(VirtualStarCard(tmp_path / "card.json")))
+    session = factory_session(ctx, tmp_path / "card.json")
     ctx.issuance.personalize(session, subject, NOW, "clerk")
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(ctx.keys.jwks()))

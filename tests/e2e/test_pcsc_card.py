@@ -1,7 +1,8 @@
 """The virtual StarCard through the real stack: pyscard → pcscd → vpcd → card process.
 
-Personalization and persistence across re-insertion, a card yanked mid-session, a hung
-card, and the SELECT round-trip time.
+Personalization (over the secure channel) and persistence across re-insertion, a card
+yanked mid-session, a card losing power mid-write (its power-loss switch), a hung card, and
+the SELECT round-trip time. Cards are made by the harness with its test card key.
 """
 
 from __future__ import annotations
@@ -10,20 +11,31 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from card_profiles.errors import CardIOError, CardRemoved, CardTimeout, NoReader
+from card_profiles.errors import (
+    CardIOError,
+    CardRemoved,
+    CardTimeout,
+    NoReader,
+    SecurityStatusNotSatisfied,
+)
 from card_profiles.pcsc import PcscTransport, list_readers, wait_for_card, wait_for_card_absent
 from card_profiles.profiles import Lifecycle
+from card_profiles.scp import StaticKeyAuthenticator
 from card_profiles.starcard import StarCardSession
-from tests.pcsc_harness import READER_BY_PORT, CardProcess, PcscStack
+from card_profiles.virtual.state import load_state
+from card_profiles.virtual.vpcd import EXIT_POWER_LOST
+from tests.pcsc_harness import READER_BY_PORT, TEST_CARD_KEY, CardProcess, PcscStack
 
 pytestmark = pytest.mark.pcsc
 
 CardFactory = Callable[..., CardProcess]
+AUTH = StaticKeyAuthenticator(TEST_CARD_KEY)
 
 
 def verify(point: bytes, challenge: bytes, signature: bytes) -> None:
@@ -60,8 +72,11 @@ def test_personalize_then_reinsert_keeps_key_and_credential(virtual_card: CardFa
         session.select()
         serial = session.serial()
         assert session.lifecycle() is Lifecycle.PERSONALIZATION
+        with pytest.raises(SecurityStatusNotSatisfied):
+            session.generate_key()  # no write before mutual authentication
+        assert session.open_secure_channel(AUTH).serial == serial
         point = session.generate_key()
-        session.write_credential(credential)
+        session.write_credential(credential, 1)
         assert session.read_credential() == credential
         challenge = os.urandom(32)
         verify(point, challenge, session.internal_authenticate(challenge))
@@ -77,6 +92,7 @@ def test_personalize_then_reinsert_keeps_key_and_credential(virtual_card: CardFa
         assert session.lifecycle() is Lifecycle.SECURED
         assert session.public_key() == point
         assert session.read_credential() == credential
+        assert session.credential_version() == 1
         challenge = os.urandom(32)
         verify(point, challenge, session.internal_authenticate(challenge))
         before = session.apdu_count
@@ -100,6 +116,48 @@ def test_card_killed_mid_session_raises_not_hangs(virtual_card: CardFactory) -> 
         assert transport.broken
         with pytest.raises(CardIOError):
             session.select()
+
+
+@pytest.mark.parametrize("commits", [0, 1])
+def test_card_losing_power_mid_write_leaves_old_or_new_credential(
+    pcsc_stack: PcscStack, tmp_path: Path, commits: int
+) -> None:
+    """``--power-loss-after 3``: SELECT, INITIALIZE UPDATE and EXTERNAL AUTHENTICATE
+    complete, power is lost during PUT CREDENTIAL (before or after its EEPROM write). The
+    host gets a card error, the card process leaves the reader with status 3, and the card
+    re-inserted holds the old or the new credential, whole."""
+    path = tmp_path / "card.json"
+    card = CardProcess(path).start()
+    with PcscTransport.connect(card.reader) as transport:
+        session = StarCardSession(transport)
+        session.select()
+        session.open_secure_channel(AUTH)
+        session.generate_key()
+        session.write_credential(b"old credential", 1)
+    card.stop()
+    torn = CardProcess(path, power_loss_after=3, power_loss_commits=commits).start()
+    try:
+        with PcscTransport.connect(torn.reader, timeout_s=5.0) as transport:
+            session = StarCardSession(transport)
+            session.select()
+            session.open_secure_channel(AUTH)
+            with pytest.raises(CardIOError):
+                session.write_credential(b"new credential", 2)
+        torn.wait_removed()
+        assert torn.proc is not None and torn.proc.wait(timeout=10) == EXIT_POWER_LOST
+    finally:
+        torn.stop()
+    expected = (b"old credential", 1) if commits == 0 else (b"new credential", 2)
+    eeprom = load_state(path)
+    assert (eeprom.credential, eeprom.credential_version) == expected
+    again = CardProcess(path).start()
+    try:
+        with PcscTransport.connect(again.reader) as transport:
+            session = StarCardSession(transport)
+            session.select()
+            assert session.read_credential() == expected[0]
+    finally:
+        again.stop()
 
 
 def test_card_removed_before_connect(virtual_card: CardFactory) -> None:

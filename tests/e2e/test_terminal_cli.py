@@ -14,7 +14,7 @@ from card_profiles.pcsc import PcscTransport
 from card_profiles.starcard import StarCardSession
 from issuer.publisher import current_token
 from issuer.wiring import IssuerContext
-from tests.helpers import graded_subject
+from tests.helpers import factory_card_state, graded_subject
 from tests.pcsc_harness import CardProcess
 from verifier.terminal import app
 
@@ -26,7 +26,7 @@ def test_offline_terminal_shows_valid_then_not_valid(
 ) -> None:
     # The terminal reads the wall clock, so this test issues at the real time too.
     now = dt.datetime.now(dt.UTC)
-    card = virtual_card()
+    card = virtual_card(state_path=factory_card_state(sqlite_issuer, tmp_path / "card.json"))
     subject = graded_subject(sqlite_issuer, now)
     with PcscTransport.connect(card.reader, timeout_s=5.0) as transport:
         issued = sqlite_issuer.issuance.personalize(StarCardSession(transport), subject, now, "c")

@@ -1,4 +1,4 @@
-"""HSM simulator: purposes, refusals, audit, persistence, thread safety."""
+"""HSM simulator: purposes, refusals, audit, persistence, thread safety, card master keys."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ import threading
 from pathlib import Path
 
 import pytest
+from Crypto.Cipher import AES
+from Crypto.Hash import CMAC as RefCMAC
+from Crypto.Protocol.KDF import SP800_108_Counter
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 import hsm_sim
+from card_profiles import scp
 from hsm_sim import (
     AuditOp,
+    CardCryptogramMismatch,
+    ExportNotAllowed,
     HsmSim,
     HsmStorageError,
     KeyExists,
@@ -106,9 +112,14 @@ def test_wrong_purpose_is_refused() -> None:
 
 def test_diversification_keys_never_sign() -> None:
     hsm = HsmSim()
-    hsm.create_key("div", KeyPurpose.CARD_KEY_DIVERSIFICATION)
+    hsm.create_master_key("div")
     with pytest.raises(WrongKeyPurpose):
         hsm.signer("div", KeyPurpose.CARD_KEY_DIVERSIFICATION)
+    with pytest.raises(WrongKeyPurpose):
+        hsm.signer("div", KeyPurpose.CREDENTIAL_SIGNING)
+    with pytest.raises(WrongKeyPurpose):
+        hsm.public_key("div")
+    assert hsm.purpose_of("div") is KeyPurpose.CARD_KEY_DIVERSIFICATION
 
 
 @pytest.mark.parametrize("label", ["", "x" * 129, "bad\nlabel"])
@@ -255,3 +266,147 @@ def test_concurrent_signing_and_creation_are_safe() -> None:
     assert len(created) == 1
     signs = [e for e in hsm.audit_log() if e.op is AuditOp.SIGN]
     assert len(signs) == 200
+
+
+# -- card master keys: diversification, secure-channel sessions, the factory operation ----------
+
+
+def _card_challenge(card_key: bytes, serial: bytes) -> tuple[bytes, bytes, bytes]:
+    """(host challenge, card challenge, card cryptogram) as a genuine card would answer."""
+    hc, cc = os.urandom(8), os.urandom(8)
+    s_mac = scp.derive_session_mac_key(card_key, hc, cc)
+    return hc, cc, scp.card_cryptogram(s_mac, hc, cc)
+
+
+def _ref_card_key(master: bytes, serial: bytes) -> bytes:
+    """K_card computed independently (pycryptodome's SP 800-108 counter KDF and CMAC)."""
+
+    def prf(key: bytes, data: bytes) -> bytes:
+        return RefCMAC.new(key, msg=data, ciphermod=AES).digest()
+
+    out = SP800_108_Counter(master, 16, prf, label=b"StarCard card key", context=serial)
+    assert isinstance(out, bytes)
+    return out
+
+
+def test_signing_purposes_only_for_p256_keys_and_master_keys_only_diversify() -> None:
+    hsm = HsmSim()
+    with pytest.raises(WrongKeyPurpose):
+        hsm.create_key("div", KeyPurpose.CARD_KEY_DIVERSIFICATION)
+    assert not hsm.has_key("div")
+    hsm.create_key("cred", KeyPurpose.CREDENTIAL_SIGNING)
+    with pytest.raises(WrongKeyPurpose):
+        hsm.scp_session("cred", bytes(8), bytes(8), bytes(8), bytes(8))
+    with pytest.raises(WrongKeyPurpose):
+        hsm.factory_card_key("cred", bytes(8))
+    with pytest.raises(KeyNotFound):
+        hsm.scp_session("nope", bytes(8), bytes(8), bytes(8), bytes(8))
+    refused = [(e.op, e.ok, e.detail) for e in hsm.audit_log() if not e.ok]
+    assert refused == [
+        (AuditOp.CREATE_KEY, False, "WrongKeyPurpose"),
+        (AuditOp.SCP_SESSION, False, "WrongKeyPurpose"),
+        (AuditOp.FACTORY_CARD_KEY, False, "WrongKeyPurpose"),
+        (AuditOp.SCP_SESSION, False, "KeyNotFound"),
+    ]
+
+
+def test_factory_export_is_refused_without_the_flag_and_audited() -> None:
+    hsm = HsmSim()
+    hsm.create_master_key("master")
+    serial = bytes.fromhex("0011223344556677")
+    with pytest.raises(ExportNotAllowed):
+        hsm.factory_card_key("master", serial)
+    last = hsm.audit_log()[-1]
+    assert (last.op, last.ok, last.detail, last.card_serial) == (
+        AuditOp.FACTORY_CARD_KEY,
+        False,
+        "ExportNotAllowed",
+        "0011223344556677",
+    )
+    with pytest.raises(ValueError):
+        hsm.factory_card_key("master", bytes(7))
+
+
+def test_factory_export_gives_the_diversified_card_key_and_is_audited() -> None:
+    hsm = HsmSim()
+    hsm.create_master_key("master", factory_export=True)
+    assert hsm.audit_log()[-1].detail == "factory_export"
+    serial = bytes.fromhex("0011223344556677")
+    card_key = hsm.factory_card_key("master", serial)
+    master = hsm._keys["master"].secret  # type: ignore[union-attr]  # test-only peek
+    assert card_key == _ref_card_key(master, serial)
+    assert hsm.factory_card_key("master", bytes(8)) != card_key
+    events = [e for e in hsm.audit_log() if e.op is AuditOp.FACTORY_CARD_KEY]
+    assert [(e.ok, e.card_serial) for e in events] == [
+        (True, "0011223344556677"),
+        (True, "0000000000000000"),
+    ]
+
+
+def test_scp_session_checks_the_card_cryptogram_inside_the_hsm() -> None:
+    hsm = HsmSim()
+    hsm.create_master_key("master", factory_export=True)
+    serial = os.urandom(8)
+    card_key = hsm.factory_card_key("master", serial)
+    hc, cc, cryptogram = _card_challenge(card_key, serial)
+    keys = hsm.scp_session("master", serial, hc, cc, cryptogram)
+    s_mac = scp.derive_session_mac_key(card_key, hc, cc)
+    assert keys.s_mac == s_mac
+    assert keys.host_cryptogram == scp.host_cryptogram(s_mac, hc, cc)
+    with pytest.raises(CardCryptogramMismatch):
+        hsm.scp_session("master", serial, hc, cc, bytes(a ^ 1 for a in cryptogram))
+    with pytest.raises(CardCryptogramMismatch):  # a card of another serial
+        hsm.scp_session("master", os.urandom(8), hc, cc, cryptogram)
+    with pytest.raises(ValueError):
+        hsm.scp_session("master", serial, hc, cc, cryptogram[:7])
+    events = [e for e in hsm.audit_log() if e.op is AuditOp.SCP_SESSION]
+    assert [(e.ok, e.detail) for e in events] == [
+        (True, ""),
+        (False, "CardCryptogramMismatch"),
+        (False, "CardCryptogramMismatch"),
+    ]
+    assert events[0].card_serial == serial.hex()
+    text = repr(hsm.audit_log())
+    master = hsm._keys["master"].secret  # type: ignore[union-attr]
+    for secret in (master, card_key, s_mac):
+        assert secret.hex() not in text
+
+
+def test_master_keys_persist_encrypted_with_their_flag(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    hsm = HsmSim(path, PASS)
+    hsm.create_master_key("exportable", factory_export=True)
+    hsm.create_master_key("sealed")
+    hsm.create_key("cred", KeyPurpose.CREDENTIAL_SIGNING)
+    serial = os.urandom(8)
+    card_key = hsm.factory_card_key("exportable", serial)
+    text = path.read_text()
+    for label in ("exportable", "sealed"):
+        secret = hsm._keys[label].secret  # type: ignore[union-attr]
+        assert secret.hex() not in text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    again = HsmSim(path, PASS)
+    assert again.labels() == ["exportable", "sealed", "cred"]
+    assert again.purpose_of("sealed") is KeyPurpose.CARD_KEY_DIVERSIFICATION
+    assert again.factory_card_key("exportable", serial) == card_key
+    with pytest.raises(ExportNotAllowed):
+        again.factory_card_key("sealed", serial)
+    hc, cc, cryptogram = _card_challenge(card_key, serial)
+    again.scp_session("exportable", serial, hc, cc, cryptogram)
+    with pytest.raises(KeyExists):
+        again.create_master_key("sealed")
+    with pytest.raises(HsmStorageError):
+        HsmSim(path, b"wrong passphrase")
+
+
+def test_editing_the_export_flag_in_the_key_file_breaks_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    HsmSim(path, PASS).create_master_key("sealed")
+    doc = json.loads(path.read_text())
+    assert doc["keys"][0]["factory_export"] is False
+    doc["keys"][0]["factory_export"] = True
+    path.write_text(json.dumps(doc))
+    path.chmod(0o600)
+    with pytest.raises(HsmStorageError, match="altered"):
+        HsmSim(path, PASS)
