@@ -190,6 +190,8 @@ def main() -> None:
             hsm_path=None,
             hsm_passphrase=secrets.token_bytes(16),
             pii_key=secrets.token_bytes(32),
+            # this HSM also plays the card factory: it hands out diversified card keys
+            card_factory_export=True,
         )
         ctx = build_issuer(settings)
         metrics: dict[str, Any] = {}

@@ -102,6 +102,8 @@ def run(out: Path, now: dt.datetime, console: Console) -> int:
         hsm_path=out / "hsm-keys.json",
         hsm_passphrase=secrets.token_bytes(32),
         pii_key=secrets.token_bytes(32),
+        # this HSM also plays the card factory: it hands out diversified card keys
+        card_factory_export=True,
     )
     ctx = build_issuer(settings)
     console.print("[bold]StarCard demo[/] (SQLite, hsm_sim, in-process virtual card)")

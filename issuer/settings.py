@@ -38,7 +38,7 @@ class IssuerSettings:
     policy_path: Path | None = None
     card_master_key_label: str = "card-master-1"
     card_key_version: int = 1
-    card_factory_export: bool = True
+    card_factory_export: bool = False
 
     @property
     def status_list_uri(self) -> str:

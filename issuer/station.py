@@ -33,7 +33,7 @@ def personalize(
     """Personalize the card in READER for SUBJECT; re-run after any interruption."""
     ctx = build_issuer(IssuerSettings.from_env())
     wait_for_card(reader, timeout)
-    transport = PcscTransport.connect(reader, timeout_s=10.0)
+    transport = PcscTransport.connect(reader, timeout_s=10.0, exclusive=True)
     try:
         issued = ctx.issuance.personalize(
             StarCardSession(transport), subject, dt.datetime.now(dt.UTC), clerk

@@ -62,6 +62,8 @@ def make_settings(database_url: str, tmp_path: Path) -> IssuerSettings:
         hsm_path=tmp_path / "hsm.json",
         hsm_passphrase=secrets.token_bytes(16),
         pii_key=secrets.token_bytes(32),
+        # this HSM also plays the card factory: it hands out diversified card keys
+        card_factory_export=True,
     )
 
 
