@@ -15,8 +15,8 @@ demo: setup
 	$(VENV)/bin/starcard-demo --out demo-out
 
 lint: setup
-	$(VENV)/bin/ruff check $(PACKAGES) tests bench
-	$(VENV)/bin/ruff format --check $(PACKAGES) tests bench
+	$(VENV)/bin/ruff check $(PACKAGES) tests bench fuzz
+	$(VENV)/bin/ruff format --check $(PACKAGES) tests bench fuzz
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -35,3 +35,23 @@ clean:
 .PHONY: bench
 bench: setup
 	QUICK=$(QUICK) $(PY) -m bench.run
+
+# Coverage-guided fuzzing of the byte parsers (atheris/libFuzzer); see fuzz/_common.py.
+# Each target runs FUZZ_SECONDS with an RSS cap; corpora and crash artifacts go to FUZZ_WORK.
+FUZZ_SECONDS ?= 60
+FUZZ_RSS_MB ?= 2048
+FUZZ_WORK ?= $(or $(TMPDIR),/tmp)/starcard-fuzz
+FUZZ_TARGETS ?= tlv apdu_response iso7816_fs virtual_card credential status_list
+
+.PHONY: fuzz
+fuzz: setup
+	@$(PY) -c 'import atheris' 2>/dev/null || $(VENV)/bin/pip install -q atheris
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  d="$(FUZZ_WORK)/$$t"; mkdir -p "$$d/corpus" "$$d/seeds" "$$d/artifacts"; \
+	  $(PY) fuzz/fuzz_$$t.py --write-seeds "$$d/seeds"; \
+	  echo "== fuzz $$t: $(FUZZ_SECONDS) s, rss <= $(FUZZ_RSS_MB) MB, work dir $$d"; \
+	  STARCARD_FUZZ_STATE_DIR="$$d/state" \
+	  $(PY) fuzz/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=$(FUZZ_RSS_MB) \
+	    -timeout=10 -print_final_stats=1 -artifact_prefix="$$d/artifacts/" \
+	    "$$d/corpus" "$$d/seeds"; \
+	done

@@ -28,6 +28,9 @@ CLA_CHAINING = 0x10
 INS_GET_RESPONSE = 0xC0
 MAX_RESPONSE_BYTES = 1 << 20
 """Upper bound on a response assembled from GET RESPONSE rounds (guards a looping card)."""
+MAX_GET_RESPONSE_ROUNDS = 512
+"""Upper bound on GET RESPONSE rounds for one command (a card answering 61xx with little or no
+data must not keep the host busy for ever); 512 × 256 bytes covers any 65535-byte object."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,11 @@ class GetResponseProcessor:
         data, sw = self._inner.send(command)
         chunks = [data]
         total = len(data)
+        rounds = 0
         while sw >> 8 == 0x61:
+            rounds += 1
+            if rounds > MAX_GET_RESPONSE_ROUNDS:
+                raise CardIOError(f"card kept answering 61xx after {rounds - 1} GET RESPONSEs")
             get_response = CommandApdu(command.cla & 0x03, INS_GET_RESPONSE, 0, 0, le=sw & 0xFF)
             data, sw = self._inner.send(get_response)
             chunks.append(data)
