@@ -33,7 +33,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -358,6 +358,9 @@ class PivSession:
     reproducible transcripts). The session does not own the transport. Raises ValueError for
     a profile whose card key is not ES256 on P-256.
     """
+
+    has_card_key: ClassVar[bool] = True
+    """The 9E card authentication key signs the challenge (clone protection)."""
 
     def __init__(
         self,

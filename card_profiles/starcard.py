@@ -32,6 +32,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -109,6 +110,9 @@ class StarCardSession:
     The session does not own the transport: closing it is the caller's job. Raises
     ValueError for a profile whose key algorithm is not ES256 (the only one checked here).
     """
+
+    has_card_key: ClassVar[bool] = True
+    """The card holds its own key and proves it with INTERNAL AUTHENTICATE (clone protection)."""
 
     def __init__(
         self,

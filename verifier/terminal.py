@@ -16,16 +16,16 @@ import httpx
 import typer
 from rich.console import Console
 
+from card_profiles.detect import UnknownCard
 from card_profiles.errors import CardError, CardRemoved, CardTimeout
 from card_profiles.pcsc import PcscTransport, wait_for_card
-from card_profiles.starcard import StarCardSession
 from verifier.api.app import b64encode
 from verifier.core.jwks import trusted_keys_from_jwks
 from verifier.core.status_list import StatusListCache
 from verifier.core.trust import TrustStore
 from verifier.core.verify import Verdict
 from verifier.service import VerifierService
-from verifier.tap import TapData, read_tap
+from verifier.tap import TapData, tap_card
 
 app = typer.Typer(help="StarCard merchant terminal", no_args_is_help=True)
 console = Console()
@@ -34,6 +34,8 @@ console = Console()
 def show(verdict: Verdict) -> None:
     if verdict.state == "valid":
         console.print(f"[bold green]✓ valid {'★' * (verdict.star_level or 0)}[/]")
+        if verdict.assurance == "low":
+            console.print("  (basic card: no clone protection)")
     elif verdict.state == "invalid":
         console.print("[bold red]✗ not valid[/]")
     else:
@@ -44,7 +46,7 @@ def _tap_card(reader: str, challenge: bytes, timeout_s: float) -> TapData:
     wait_for_card(reader, timeout_s)
     transport = PcscTransport.connect(reader, timeout_s=timeout_s)
     try:
-        return read_tap(StarCardSession(transport), challenge)
+        return tap_card(transport, transport.atr, challenge)
     finally:
         transport.close()
 
@@ -58,6 +60,9 @@ def tap(
     jwks: Annotated[Path | None, typer.Option(help="offline: pinned issuer JWKS")] = None,
     status_list: Annotated[Path | None, typer.Option(help="offline: signed status list")] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the card")] = 10.0,
+    accept_low_assurance: Annotated[
+        bool, typer.Option(help="offline: accept basic cards without clone protection")
+    ] = False,
 ) -> None:
     """Tap one card and show the answer."""
     now = int(time.time())
@@ -66,7 +71,9 @@ def tap(
             if jwks is None or status_list is None:
                 raise typer.BadParameter("--offline needs --jwks and --status-list")
             trust = TrustStore(trusted_keys_from_jwks(json.loads(jwks.read_text())))
-            service = VerifierService(trust=trust, status=StatusListCache())
+            service = VerifierService(
+                trust=trust, status=StatusListCache(), accept_low_assurance=accept_low_assurance
+            )
             try:
                 service.accept_status_list(status_list.read_bytes(), now)
             except Exception as exc:  # a bad or stale list: the answer is "cannot check"
@@ -93,8 +100,12 @@ def tap(
                 state=result["state"],
                 star_level=result.get("star_level"),
                 reason_class=result.get("reason_class"),
+                assurance=result.get("assurance"),
             )
         )
+    except UnknownCard:
+        console.print("[bold red]✗ not a StarCard[/] — no star-card application on this card")
+        raise typer.Exit(4) from None
     except (CardRemoved, CardTimeout):
         console.print("[bold yellow]card moved too early — please tap again[/]")
         raise typer.Exit(2) from None

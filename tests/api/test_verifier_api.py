@@ -58,7 +58,12 @@ def test_tap_over_http_is_valid_and_receipted(sqlite_issuer: IssuerContext, tmp_
     client, session, service = setup(sqlite_issuer, tmp_path)
     result = client.post("/v1/verifications", json=tap_body(client, session))
     assert result.status_code == 200
-    assert result.json() == {"state": "valid", "star_level": 3, "reason_class": None}
+    assert result.json() == {
+        "state": "valid",
+        "star_level": 3,
+        "reason_class": None,
+        "assurance": "high",
+    }
     assert [r.state for r in service.receipts] == ["valid"]
     assert service.receipts[0].terminal_id == "t-9"
 

@@ -16,7 +16,9 @@ Missing pcscd/vpcd/pyscard or vicc: skipped locally, a failure under ``CI=true``
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -25,12 +27,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from card_profiles.errors import CardTimeout
 from card_profiles.iso7816_fs import ISO7816_FS, ISO7816_FS_MF, Iso7816FsProfile, Iso7816FsSession
 from card_profiles.pcsc import PcscTransport, wait_for_card, wait_for_card_absent
 from card_profiles.scripted import RecordingTransport, load_transcript
+from issuer.publisher import current_token
+from issuer.wiring import IssuerContext
 from tests.pcsc_harness import READER_BY_PORT, PcscStack
+from verifier.core.credential import CredentialClaims, issue_credential, qr_token_binding
+from verifier.terminal import app as terminal_app
 
 VICC = Path("/usr/bin/vicc")
 VICC_PYTHONPATH = Path("/usr/lib/python3/site-packages/virtualsmartcard")
@@ -196,3 +203,44 @@ def test_vicc_personalize_then_tap_matches_the_golden_transcripts(
 
     vicc.stop()
     wait_for_card_absent(READER, 5.0)
+
+
+def test_vicc_card_taps_as_low_assurance_and_policy_decides(
+    vicc: ViccProcess, sqlite_issuer: IssuerContext, tmp_path: Path
+) -> None:
+    """An independent ISO 7816 card holding a real keyless credential, tapped through pcscd."""
+    now = int(time.time())
+    claims = CredentialClaims(
+        iss=sqlite_issuer.settings.issuer_id,
+        iat=now,
+        nbf=now,
+        exp=now + 86_400,
+        cti=bytes.fromhex("0102030405060708"),
+        card_key=None,
+        status_idx=77,
+        status_uri=sqlite_issuer.settings.status_list_uri,
+        star_level=2,
+        policy_version=sqlite_issuer.policy.version,
+        profile="iso7816-fs",
+        qr_hash=qr_token_binding("printed-token"),
+    )
+    keys = sqlite_issuer.keys
+    credential = issue_credential(claims, keys.credential, keys.credential_kid)
+    with PcscTransport.connect(vicc.reader, timeout_s=10.0) as transport:
+        Iso7816FsSession(transport, ISO7816_FS).write_credential(credential)
+    sqlite_issuer.issuance.publish_now(dt.datetime.fromtimestamp(now, dt.UTC))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(keys.jwks()))
+    status = tmp_path / "status.cwt"
+    with sqlite_issuer.engine.connect() as conn:
+        token = current_token(conn, sqlite_issuer.settings.status_list_id)
+    assert token is not None
+    status.write_bytes(token)
+    args = ["--reader", vicc.reader, "--offline", "--jwks", str(jwks), "--status-list", str(status)]
+    refused = CliRunner().invoke(terminal_app, args)
+    assert refused.exit_code == 0, refused.output
+    assert "✗ not valid" in refused.output
+    accepted = CliRunner().invoke(terminal_app, [*args, "--accept-low-assurance"])
+    assert accepted.exit_code == 0, accepted.output
+    assert "✓ valid ★★" in accepted.output
+    assert "no clone protection" in accepted.output

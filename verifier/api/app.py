@@ -43,6 +43,7 @@ class VerdictOut(BaseModel):
     state: str
     star_level: int | None = None
     reason_class: str | None = None
+    assurance: str | None = None
 
 
 def _b64(text: str) -> bytes:
@@ -91,7 +92,10 @@ def create_app(
             int(clock()),
         )
         return VerdictOut(
-            state=verdict.state, star_level=verdict.star_level, reason_class=verdict.reason_class
+            state=verdict.state,
+            star_level=verdict.star_level,
+            reason_class=verdict.reason_class,
+            assurance=verdict.assurance,
         )
 
     @app.post("/v1/status-lists", status_code=204)

@@ -103,7 +103,7 @@ _ALL_CLAIMS = frozenset(
     }
 )
 _KEYLESS_CLAIMS = _ALL_CLAIMS - {CLAIM_CNF}
-KEYLESS_PROFILES = frozenset({"iso7816-fs"})
+KEYLESS_PROFILES = frozenset({"iso7816-fs", "iso7816-fs-mf"})
 """Card profiles without an on-card key (their credentials carry no ``cnf``)."""
 _T = TypeVar("_T")
 _MAX_TIME = 2**63 - 1
