@@ -8,6 +8,7 @@ card per person, and it taps valid.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,36 @@ def test_card_pulled_after_each_apdu_of_a_tap(
         assert tap(sqlite_issuer, again) == "valid"
     finally:
         again.stop()
+
+
+def test_issuer_and_terminal_side_by_side(
+    pcsc_stack: PcscStack, sqlite_issuer: IssuerContext, tmp_path: Path
+) -> None:
+    """The station personalizes in one reader while a terminal taps in the other."""
+    tapped_path = factory_card_state(sqlite_issuer, tmp_path / "tapped.json")
+    tapped = CardProcess(tapped_path, port=35964).start()
+    new_path = factory_card_state(sqlite_issuer, tmp_path / "new.json")
+    new = CardProcess(new_path, port=35963).start()
+    try:
+        personalize_on = graded_subject(sqlite_issuer, NOW, id_number="440524198001010013")
+        personalize(sqlite_issuer, tapped, graded_subject(sqlite_issuer, NOW))
+        results: list[str] = []
+        errors: list[BaseException] = []
+
+        def terminal() -> None:
+            try:
+                results.extend(tap(sqlite_issuer, tapped) for _ in range(10))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=terminal)
+        thread.start()
+        issued = personalize(sqlite_issuer, new, personalize_on)
+        thread.join(timeout=60)
+        assert not errors
+        assert results == ["valid"] * 10
+        assert tap(sqlite_issuer, new) == "valid"
+        assert issued.stars == 3
+    finally:
+        new.stop()
+        tapped.stop()
