@@ -1,4 +1,8 @@
-"""Card-side parsing of command APDUs (ISO/IEC 7816-3 §12.1.3 cases 1, 2S/E, 3S/E, 4S/E).
+"""Card-side APDU mechanics shared by the virtual cards.
+
+Parsing of command APDUs (ISO/IEC 7816-3 §12.1.3 cases 1, 2S/E, 3S/E, 4S/E), the refusal of a
+command with a status word, and response chaining (data beyond Ne waits for GET RESPONSE
+with ``61xx``, ISO/IEC 7816-4 §5.3.4).
 
 Invariant: :func:`parse_command` either returns a fully consistent :class:`ParsedCommand`
 or raises :class:`MalformedApdu`; it never guesses.
@@ -8,9 +12,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SW_OK = 0x9000
+_SW_WRONG_LENGTH = 0x6700
+_SW_CONDITIONS = 0x6985
+_SW_WRONG_P1P2 = 0x6A86
+
 
 class MalformedApdu(ValueError):
     """The bytes are not a well-formed command APDU (the card answers 6700)."""
+
+
+class Refused(Exception):
+    """A card aborts the command it is processing with status word ``sw``."""
+
+    def __init__(self, sw: int) -> None:
+        super().__init__(f"{sw:04X}")
+        self.sw = sw
+
+
+def sw_bytes(sw: int) -> bytes:
+    return sw.to_bytes(2, "big")
+
+
+def chunk_response(data: bytes, ne: int) -> tuple[bytes, bytes]:
+    """``(answer, pending)``: the first ``ne`` bytes with 9000, or with ``61xx`` and the rest
+    left pending for GET RESPONSE."""
+    head, rest = data[:ne], data[ne:]
+    if not rest:
+        return head + sw_bytes(SW_OK), b""
+    return head + sw_bytes(0x6100 | (min(len(rest), 256) & 0xFF)), rest
+
+
+def continue_response(cmd: ParsedCommand, pending: bytes) -> tuple[bytes, bytes]:
+    """Answers GET RESPONSE from ``pending``; raises :class:`Refused` for a malformed one
+    (6A86 P1/P2, 6700 data or no Le) or when nothing waits (6985)."""
+    if cmd.p1 or cmd.p2:
+        raise Refused(_SW_WRONG_P1P2)
+    if cmd.data or cmd.ne is None:
+        raise Refused(_SW_WRONG_LENGTH)
+    if not pending:
+        raise Refused(_SW_CONDITIONS)
+    return chunk_response(pending, cmd.ne)
 
 
 @dataclass(frozen=True)

@@ -33,14 +33,11 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,7 +52,15 @@ from card_profiles.piv import (
     ObjectTag,
 )
 from card_profiles.tlv import Tlv, TlvError, encode_all, encode_tlv, parse_all, parse_single
-from card_profiles.virtual.command import MalformedApdu, ParsedCommand, parse_command
+from card_profiles.virtual.command import (
+    MalformedApdu,
+    ParsedCommand,
+    chunk_response,
+    continue_response,
+    parse_command,
+)
+from card_profiles.virtual.command import Refused as _Refused
+from card_profiles.virtual.command import sw_bytes as _sw
 
 log = logging.getLogger(__name__)
 
@@ -320,18 +325,6 @@ def _pin_from_block(block: bytes) -> str | None:
 # -- the card -----------------------------------------------------------------------------------
 
 
-class _Refused(Exception):
-    """Internal: abort the command with status word ``sw``."""
-
-    def __init__(self, sw: int) -> None:
-        super().__init__(f"{sw:04X}")
-        self.sw = sw
-
-
-def _sw(sw: int) -> bytes:
-    return sw.to_bytes(2, "big")
-
-
 class VirtualPivCard:
     """A PIV card with its state in ``state_path`` (or only in memory if None).
 
@@ -464,20 +457,12 @@ class VirtualPivCard:
         return self._chunk(data, cmd.ne or 0)
 
     def _chunk(self, data: bytes, ne: int) -> bytes:
-        head, rest = data[:ne], data[ne:]
-        if not rest:
-            return head + _sw(SW_OK)
-        self._pending = rest
-        return head + _sw(0x6100 | (min(len(rest), 256) & 0xFF))
+        answer, self._pending = chunk_response(data, ne)
+        return answer
 
     def _get_response(self, cmd: ParsedCommand, pending: bytes) -> bytes:
-        if cmd.p1 or cmd.p2:
-            raise _Refused(SW_WRONG_P1P2)
-        if cmd.data or cmd.ne is None:
-            raise _Refused(SW_WRONG_LENGTH)
-        if not pending:
-            raise _Refused(SW_CONDITIONS)
-        return self._chunk(pending, cmd.ne)
+        answer, self._pending = continue_response(cmd, pending)
+        return answer
 
     # -- SELECT, GET DATA, PUT DATA -----------------------------------------------------------
 
@@ -765,7 +750,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the card to vpcd. Exit 0 on SIGTERM/SIGINT or vpcd closing, 1 on error."""
-    from card_profiles.virtual.vpcd import serve
+    from card_profiles.virtual.vpcd import serve_until_signalled
 
     args = _parse_args(argv)
     logging.basicConfig(
@@ -783,22 +768,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         log.error("cannot load card state %s: %s", args.state, exc)
         return 1
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     log.info("PIV card %s on %s:%d", card.guid.hex(), args.host, args.port)
-    try:
-        serve(card, args.host, args.port, stop, wait_s=args.wait)
-    except ConnectionError as exc:
-        if stop.is_set():
-            return 0
-        log.error("%s", exc)
-        return 1
-    return 0
+    return serve_until_signalled(card, args.host, args.port, args.wait)
 
 
 if __name__ == "__main__":

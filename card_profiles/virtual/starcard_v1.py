@@ -52,7 +52,15 @@ from card_profiles.scp import (
     derive_session_mac_key,
     host_cryptogram,
 )
-from card_profiles.virtual.command import MalformedApdu, ParsedCommand, parse_command
+from card_profiles.virtual.command import (
+    MalformedApdu,
+    ParsedCommand,
+    chunk_response,
+    continue_response,
+    parse_command,
+)
+from card_profiles.virtual.command import Refused as _Refused
+from card_profiles.virtual.command import sw_bytes as _sw
 from card_profiles.virtual.state import (
     AUTH_TRY_LIMIT,
     CardState,
@@ -112,14 +120,6 @@ class PowerLost(CardRemoved):
     """The virtual card lost power mid-command (power-loss switch) or has none."""
 
 
-class _Refused(Exception):
-    """Internal: abort the command with status word ``sw``."""
-
-    def __init__(self, sw: int) -> None:
-        super().__init__(f"{sw:04X}")
-        self.sw = sw
-
-
 @dataclass(frozen=True)
 class _PendingAuth:
     """What INITIALIZE UPDATE leaves for the EXTERNAL AUTHENTICATE that must follow it."""
@@ -127,10 +127,6 @@ class _PendingAuth:
     host_challenge: bytes
     card_challenge: bytes
     s_mac: bytes
-
-
-def _sw(sw: int) -> bytes:
-    return sw.to_bytes(2, "big")
 
 
 def manufacture(
@@ -364,20 +360,12 @@ class VirtualStarCard:
         return self._chunk(data, ne)
 
     def _chunk(self, data: bytes, ne: int) -> bytes:
-        head, rest = data[:ne], data[ne:]
-        if not rest:
-            return head + _sw(SW_OK)
-        self._pending = rest
-        return head + _sw(0x6100 | (min(len(rest), 256) & 0xFF))
+        answer, self._pending = chunk_response(data, ne)
+        return answer
 
     def _get_response(self, cmd: ParsedCommand, pending: bytes) -> bytes:
-        if cmd.p1 or cmd.p2:
-            raise _Refused(SW_WRONG_P1P2)
-        if cmd.data or cmd.ne is None:
-            raise _Refused(SW_WRONG_LENGTH)
-        if not pending:
-            raise _Refused(SW_CONDITIONS)
-        return self._chunk(pending, cmd.ne)
+        answer, self._pending = continue_response(cmd, pending)
+        return answer
 
     # -- commands ---------------------------------------------------------------------------
 

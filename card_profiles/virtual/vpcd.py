@@ -213,6 +213,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         log.error("cannot load card state %s (manufacture the card first): %s", args.state, exc)
         return 1
+    log.info("card %s (%s) on %s:%d", card.serial.hex(), args.profile, args.host, args.port)
+    return serve_until_signalled(card, args.host, args.port, args.wait)
+
+
+def serve_until_signalled(card: VirtualCard, host: str, port: int, wait_s: float) -> int:
+    """Runs :func:`serve` in a card process until SIGTERM/SIGINT or vpcd closing.
+
+    Returns the process exit status: 0 for a clean stop, 1 if vpcd could not be reached,
+    :data:`EXIT_POWER_LOST` when the card's power-loss switch fired.
+    """
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -220,9 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("card %s (%s) on %s:%d", card.serial.hex(), args.profile, args.host, args.port)
     try:
-        serve(card, args.host, args.port, stop, wait_s=args.wait)
+        serve(card, host, port, stop, wait_s=wait_s)
     except PowerLost:
         return EXIT_POWER_LOST
     except ConnectionError as exc:
