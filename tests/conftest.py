@@ -15,16 +15,10 @@ import pytest
 
 from issuer.settings import IssuerSettings
 from issuer.wiring import IssuerContext, build_issuer
+from tests.pcsc_harness import skip_or_fail
 
 PG_ADMIN_DSN = os.environ.get("STARCARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 NOW = dt.datetime(2026, 11, 28, 9, 30, tzinfo=dt.UTC)
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skips locally; under CI=true a missing real component is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"required under CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture

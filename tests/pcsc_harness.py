@@ -78,14 +78,18 @@ def pcsc_available() -> str | None:
     return None
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skips locally; under ``CI=true`` a missing real component is a failure, never a skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required under CI: {reason}")
+    pytest.skip(reason)
+
+
 def require_pcsc() -> None:
     """Skip the test if the PC/SC stack is missing, or fail under CI=true."""
     reason = pcsc_available()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PC/SC stack required under CI: {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        skip_or_fail(f"PC/SC stack: {reason}")
 
 
 def _process_alive(pid: int) -> bool:

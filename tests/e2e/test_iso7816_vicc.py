@@ -35,7 +35,7 @@ from card_profiles.pcsc import PcscTransport, wait_for_card, wait_for_card_absen
 from card_profiles.scripted import RecordingTransport, load_transcript
 from issuer.publisher import current_token
 from issuer.wiring import IssuerContext
-from tests.pcsc_harness import READER_BY_PORT, PcscStack
+from tests.pcsc_harness import READER_BY_PORT, PcscStack, skip_or_fail
 from verifier.core.credential import CredentialClaims, issue_credential, qr_token_binding
 from verifier.terminal import app as terminal_app
 
@@ -65,11 +65,8 @@ def vicc_missing() -> str | None:
 def require_vicc() -> None:
     """Skip if vicc cannot run, or fail under CI=true (like require_pcsc)."""
     reason = vicc_missing()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"vicc required under CI: {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        skip_or_fail(f"vicc: {reason}")
 
 
 pytestmark = [
