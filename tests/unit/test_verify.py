@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
@@ -192,14 +193,14 @@ def test_garbage_card_signature_is_clone_suspected(sig: bytes) -> None:
 
 
 def test_expired_credential() -> None:
-    world = World(cred_nbf=NOW - 3 * YEAR, cred_exp=NOW - CLOCK_SKEW_S)
+    world = World(cred_nbf=NOW - YEAR, cred_exp=NOW - CLOCK_SKEW_S)
     with pytest.raises(Expired):
         run(world)
     assert verdict(world).reason_class == "expired"
 
 
 def test_expiry_allows_documented_clock_skew() -> None:
-    world = World(cred_nbf=NOW - 3 * YEAR, cred_exp=NOW - CLOCK_SKEW_S + 1)
+    world = World(cred_nbf=NOW - YEAR, cred_exp=NOW - CLOCK_SKEW_S + 1)
     assert run(world).star_level == 4
 
 
@@ -364,3 +365,32 @@ def test_jwks() -> None:
     )
     assert numbers == ISSUER.public_key().public_numbers()
     assert len(unb64(jwk["x"])) == len(unb64(jwk["y"])) == 32
+
+
+def test_attack_credential_signed_before_the_key_was_listed() -> None:
+    """A key cannot vouch for credentials dated before its signing window opened."""
+    world = World(cred_nbf=NOW - 2 * YEAR, cred_exp=NOW + YEAR)
+    with pytest.raises(UntrustedKey, match="signing window"):
+        run(world)
+
+
+def test_attack_retired_key_signs_a_new_credential() -> None:
+    """A key retired from signing (rotation) stays trusted for what it signed before, and
+    refuses anything dated after its retirement."""
+    retired = TrustStore(
+        [
+            dataclasses.replace(
+                TrustedKey.for_public_key(
+                    ISSUER.public_key(), "credential", NOW - YEAR, NOW + 5 * YEAR
+                ),
+                sign_until=NOW - 60,
+            ),
+            TrustedKey.for_public_key(
+                STATUS.public_key(), "status_list", NOW - YEAR, NOW + 5 * YEAR
+            ),
+        ]
+    )
+    old = World(cred_nbf=NOW - 120)
+    assert run(old, trust=retired).star_level == 4
+    with pytest.raises(UntrustedKey, match="signing window"):
+        run(World(cred_nbf=NOW), trust=retired)

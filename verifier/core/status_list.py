@@ -268,6 +268,7 @@ def parse_status_list_token(data: bytes, trust: TrustStore, now: int) -> StatusL
     statuses = StatusList.decode(lst, bits).read_only()
     if iat > now + CLOCK_SKEW_S:
         raise NotYetValid("status list is issued in the future", detail=f"iat {iat}, now {now}")
+    key.check_signed_at(iat)
     return StatusListToken(data, message.kid, uri, iat, exp, ttl, statuses)
 
 

@@ -3,7 +3,10 @@
 Invariants:
 
 * A :class:`TrustedKey`'s ``kid`` is ``kid_for(public_key)``; its ``alg`` is ``"ES256"``;
-  its window is ``not_before <= now < not_after``.
+  it is trusted for verification while ``not_before <= now < not_after``, and only for
+  signatures made in its signing window ``not_before <= signed_at < sign_until``
+  (``sign_until <= not_after``). Rotation: a successor key is listed before its window
+  opens; a retired key stays listed, unable to sign, until what it signed has expired.
 * A key trusted for one purpose is never used for another: a status-list key cannot sign
   credentials and vice versa (``lookup`` raises :class:`UntrustedKey`).
 * An empty store, or one past ``valid_until`` (the expiry of the trust list it came from),
@@ -41,6 +44,8 @@ class TrustedKey:
     public_key: ec.EllipticCurvePublicKey
     not_before: int
     not_after: int
+    sign_until: int | None = None
+    """End of the signing window (exclusive); None means ``not_after``."""
 
     def __post_init__(self) -> None:
         if self.alg not in _ALGS:
@@ -59,6 +64,10 @@ class TrustedKey:
             raise ValueError("validity bounds must be ints")
         if self.not_after <= self.not_before:
             raise ValueError("not_after must be after not_before")
+        if self.sign_until is not None and not (
+            type(self.sign_until) is int and self.not_before < self.sign_until <= self.not_after
+        ):
+            raise ValueError("sign_until must lie in (not_before, not_after]")
 
     @classmethod
     def for_public_key(
@@ -74,6 +83,18 @@ class TrustedKey:
     def valid_at(self, now: int) -> bool:
         """Whether ``now`` lies in ``[not_before, not_after)``."""
         return self.not_before <= now < self.not_after
+
+    def check_signed_at(self, signed_at: int) -> None:
+        """Raises :class:`UntrustedKey` unless ``signed_at`` (the signed object's ``iat``)
+        lies in the key's signing window: a retired key, or a successor before its time,
+        cannot vouch for anything."""
+        until = self.not_after if self.sign_until is None else self.sign_until
+        if not self.not_before <= signed_at < until:
+            raise UntrustedKey(
+                "key used outside its signing window",
+                detail=f"kid {self.kid.hex()} signs in [{self.not_before}, {until}), "
+                f"object issued at {signed_at}",
+            )
 
 
 class TrustStore:

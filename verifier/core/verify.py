@@ -97,6 +97,7 @@ def verify_card(
     claims = cred.claims
     # 2. Issuer key by kid and purpose, valid now.
     issuer_key = trust.lookup(cred.kid, "credential", now)
+    issuer_key.check_signed_at(claims.iat)
     if issuer_key.alg != cred.message.alg:
         raise UnsupportedAlgorithm("credential alg differs from the trusted key's alg")
     # 3. Issuer signature over the bytes as received.
