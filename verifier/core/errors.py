@@ -188,3 +188,7 @@ class StatusUnrecognized(CannotVerify):
 
 class TrustDataMissing(CannotVerify):
     """No trust data is loaded, or it is past its validity."""
+
+
+class TrustListRollback(CannotVerify):
+    """A trust list older than the one held (or a different one with the same seq)."""
