@@ -25,6 +25,7 @@ from issuer.platform import NewRecord, PlatformError, add_record, record_consent
 from issuer.publisher import current_token
 from issuer.settings import IssuerSettings
 from issuer.wiring import IssuerContext, build_issuer
+from verifier.core.trust_list import TRUST_LIST_TYP
 
 STATUS_LIST_MEDIA_TYPE = "application/statuslist+cwt"
 
@@ -51,6 +52,15 @@ class RecordIn(BaseModel):
 
 class RevokeIn(BaseModel):
     reason: str = Field(pattern="^(lost|stolen|damaged|consent_withdrawn|downgraded|other)$")
+
+
+def _etagged(body: bytes, media_type: str, if_none_match: str | None, max_age: int) -> Response:
+    """A signed artefact with a strong ETag; ``304`` when the client already has it."""
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": f"max-age={max_age}"}
+    if if_none_match == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def require_staff(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
@@ -96,6 +106,11 @@ def create_app(
     async def jwks() -> dict[str, Any]:
         return ctx.keys.jwks()
 
+    @app.get("/.well-known/starcard/trust-list")
+    def trust_list(if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        """The root-signed trust list (verifiers pin the root key, not this endpoint)."""
+        return _etagged(ctx.trust_list, TRUST_LIST_TYP, if_none_match, 3600)
+
     @app.get("/s/{list_id}")
     def status_list(
         list_id: int, if_none_match: Annotated[str | None, Header()] = None
@@ -104,14 +119,9 @@ def create_app(
             token = current_token(conn, list_id)
         if token is None:
             raise HTTPException(404, "no such status list")
-        etag = '"' + hashlib.sha256(token).hexdigest()[:32] + '"'
-        headers = {
-            "ETag": etag,
-            "Cache-Control": f"max-age={ctx.settings.status_list_ttl_s}",
-        }
-        if if_none_match == etag:
-            return Response(status_code=304, headers=headers)
-        return Response(token, media_type=STATUS_LIST_MEDIA_TYPE, headers=headers)
+        return _etagged(
+            token, STATUS_LIST_MEDIA_TYPE, if_none_match, ctx.settings.status_list_ttl_s
+        )
 
     @app.post("/v1/subjects", status_code=201)
     def create_subject(body: SubjectIn, actor: Staff) -> dict[str, str]:

@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 from rich.table import Table
 
@@ -148,7 +149,7 @@ def run(out: Path, now: dt.datetime, console: Console) -> int:
     )
 
     ts = int(now.timestamp())
-    verifier = VerifierService(trust=ctx.keys.trust_store())
+    verifier = VerifierService.from_trust_list(ctx.root_public_key, ctx.trust_list, ts)
     with ctx.engine.connect() as conn:
         token = current_token(conn, settings.status_list_id)
     assert token is not None
@@ -167,6 +168,12 @@ def run(out: Path, now: dt.datetime, console: Console) -> int:
     session.select()
     (out / "credential.cose").write_bytes(session.read_credential())
     (out / "jwks.json").write_text(json.dumps(ctx.keys.jwks(), indent=2) + "\n")
+    (out / "trust-list.cbor").write_bytes(ctx.trust_list)
+    (out / "root-key.pem").write_bytes(
+        ctx.root_public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     (out / "status-list.cwt").write_bytes(revoked_list)
     face = render_card_face(
         stars=issued.stars,

@@ -34,6 +34,13 @@ class IssuerSettings:
     status_list_ttl_s: int = 300
     status_list_valid_s: int = 86_400
     credential_key_label: str = "issuer-es256-1"
+    root_key_label: str = "root-es256-1"
+    trust_list_valid_s: int = 30 * 86_400
+    trust_list_path: Path | None = None
+    """A trust list signed at a key ceremony (production); None: sign one with the embedded
+    root at start-up (demo and tests)."""
+    root_public_key_path: Path | None = None
+    """PEM of the offline root key that signed ``trust_list_path``."""
     status_key_label: str = "status-es256-1"
     policy_path: Path | None = None
     card_master_key_label: str = "card-master-1"

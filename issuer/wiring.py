@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, create_engine, event
 
 from card_profiles.scp import CardChallenge, CardNotAuthentic, SessionKeys
 from hsm_sim import CardCryptogramMismatch, HsmSim
 from issuer.issuance import Issuance
-from issuer.keys import IssuerKeys, ensure_issuer_keys
+from issuer.keys import IssuerKeys, embedded_trust_list, ensure_issuer_keys
 from issuer.migrate import upgrade
 from issuer.pii import PiiVault
 from issuer.policy import DEFAULT_POLICY, Policy, load_policy
 from issuer.settings import IssuerSettings
+from verifier.core.errors import VerificationError
+from verifier.core.trust_list import parse_trust_list
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ class IssuerContext:
     vault: PiiVault
     issuance: Issuance
     card_keys: HsmCardKeys
+    root_public_key: ec.EllipticCurvePublicKey
+    trust_list: bytes
 
 
 def make_engine(url: str) -> Engine:
@@ -90,7 +98,10 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def build_issuer(settings: IssuerSettings, *, migrate: bool = True) -> IssuerContext:
+def build_issuer(
+    settings: IssuerSettings, *, migrate: bool = True, clock: Callable[[], float] = time.time
+) -> IssuerContext:
+    """Wires the issuer for ``settings``; ``clock`` dates the embedded trust list."""
     engine = make_engine(settings.database_url)
     if migrate:
         upgrade(engine)
@@ -100,4 +111,35 @@ def build_issuer(settings: IssuerSettings, *, migrate: bool = True) -> IssuerCon
     policy = load_policy(settings.policy_path or DEFAULT_POLICY)
     issuance = Issuance(engine, keys, settings, policy.version, card_authenticator=card_keys)
     vault = PiiVault(settings.pii_key)
-    return IssuerContext(settings, engine, hsm, keys, policy, vault, issuance, card_keys)
+    root, trust_list = load_trust_list(settings, hsm, keys, int(clock()))
+    return IssuerContext(
+        settings, engine, hsm, keys, policy, vault, issuance, card_keys, root, trust_list
+    )
+
+
+def load_trust_list(
+    settings: IssuerSettings, hsm: HsmSim, keys: IssuerKeys, now: int
+) -> tuple[ec.EllipticCurvePublicKey, bytes]:
+    """The ceremony's trust list (checked against its root and our keys), or an embedded one.
+
+    Raises RuntimeError with what to fix if the configured list is unusable.
+    """
+    if settings.trust_list_path is None:
+        return embedded_trust_list(
+            hsm, settings.root_key_label, keys, settings.issuer_id, now, settings.trust_list_valid_s
+        )
+    if settings.root_public_key_path is None:
+        raise RuntimeError("trust_list_path needs root_public_key_path (the root's PEM)")
+    root = serialization.load_pem_public_key(settings.root_public_key_path.read_bytes())
+    if not isinstance(root, ec.EllipticCurvePublicKey):
+        raise RuntimeError(f"{settings.root_public_key_path} is not an EC public key")
+    data = settings.trust_list_path.read_bytes()
+    try:
+        store = parse_trust_list(data, root, now).store()
+        for key in keys.trusted_keys():
+            store.lookup(key.kid, key.purpose, now)
+    except VerificationError as exc:
+        raise RuntimeError(
+            f"{settings.trust_list_path} cannot be served: {exc.diagnostics()}"
+        ) from exc
+    return root, data

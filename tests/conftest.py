@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,8 +51,15 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(fixture))
 
 
+def trust_clock() -> float:
+    """Dates the embedded trust list before both NOW and the wall clock, so that tests at the
+    fixed NOW and tests that must use the wall clock (the terminal CLI) both accept it."""
+    return min(time.time(), NOW.timestamp()) - 3600
+
+
 def make_settings(database_url: str, tmp_path: Path) -> IssuerSettings:
     return IssuerSettings(
+        trust_list_valid_s=10 * 365 * 86_400,
         database_url=database_url,
         hsm_path=tmp_path / "hsm.json",
         hsm_passphrase=secrets.token_bytes(16),
@@ -63,13 +71,13 @@ def make_settings(database_url: str, tmp_path: Path) -> IssuerSettings:
 
 @pytest.fixture
 def issuer_ctx(database_url: str, tmp_path: Path) -> Iterator[IssuerContext]:
-    ctx = build_issuer(make_settings(database_url, tmp_path))
+    ctx = build_issuer(make_settings(database_url, tmp_path), clock=trust_clock)
     yield ctx
     ctx.engine.dispose()
 
 
 @pytest.fixture
 def sqlite_issuer(sqlite_url: str, tmp_path: Path) -> Iterator[IssuerContext]:
-    ctx = build_issuer(make_settings(sqlite_url, tmp_path))
+    ctx = build_issuer(make_settings(sqlite_url, tmp_path), clock=trust_clock)
     yield ctx
     ctx.engine.dispose()

@@ -7,6 +7,8 @@ import datetime as dt
 import secrets
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from card_profiles.starcard import StarCardSession
 from card_profiles.transport import InProcessTransport
 from card_profiles.virtual.starcard_v1 import VirtualStarCard, manufacture
@@ -70,3 +72,16 @@ def id_number(i: int) -> str:
     body = f"1101051980{1 + i // 28 % 12:02d}{1 + i % 28:02d}{i % 1000:03d}"
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
     return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, weights, strict=True)) % 11]
+
+
+def write_trust_files(ctx: IssuerContext, folder: Path) -> tuple[Path, Path]:
+    """The pinned root key (PEM) and the signed trust list, as a verifier is given them."""
+    root = folder / "root-key.pem"
+    root.write_bytes(
+        ctx.root_public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    trust_list = folder / "trust-list.cbor"
+    trust_list.write_bytes(ctx.trust_list)
+    return root, trust_list

@@ -14,11 +14,15 @@ import json
 import secrets
 import threading
 from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from verifier.core.challenge import ChallengeState, begin, challenge_bytes
 from verifier.core.errors import ChallengeMismatch, VerificationError
 from verifier.core.status_list import StatusListCache
 from verifier.core.trust import TrustStore
+from verifier.core.trust_list import TrustListCache
 from verifier.core.verify import Verdict, decide
 
 
@@ -39,6 +43,7 @@ class VerifierService:
     status: StatusListCache = field(default_factory=StatusListCache)
     seal_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     challenge_ttl_s: int = 30
+    trust_lists: TrustListCache | None = None
     accept_low_assurance: bool = False
     """Policy: whether a card without clone protection (keyless profile) may be ``valid``."""
     receipts: list[Receipt] = field(default_factory=list)
@@ -80,6 +85,26 @@ class VerifierService:
             terminal_id, now, verdict.serial if hasattr(verdict, "serial") else None, verdict
         )
         return verdict
+
+    @classmethod
+    def from_trust_list(
+        cls, root: ec.EllipticCurvePublicKey, trust_list: bytes, now: int, **options: Any
+    ) -> VerifierService:
+        """A verifier pinned to ``root`` that trusts the keys of ``trust_list``.
+
+        Raises the trust list's verification errors (wrong root, expired, malformed).
+        """
+        cache = TrustListCache(root)
+        cache.accept(trust_list, now)
+        return cls(trust=cache.store(now), trust_lists=cache, **options)
+
+    def accept_trust_list(self, data: bytes, now: int) -> None:
+        """Takes a newer trust list (rotation); rollback and bad lists raise and change
+        nothing. Needs a verifier made by :meth:`from_trust_list`."""
+        if self.trust_lists is None:
+            raise RuntimeError("this verifier pins keys directly, not a trust-list root")
+        self.trust_lists.accept(data, now)
+        self.trust = self.trust_lists.store(now)
 
     def accept_status_list(self, token: bytes, now: int) -> None:
         """Raises a ``CannotVerify`` subclass on rollback; invalid tokens raise their error."""

@@ -2,32 +2,49 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier.core.jwks import trusted_keys_from_jwks
-from verifier.core.trust import TrustStore
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 
 @dataclass(frozen=True)
 class VerifierSettings:
-    """``trust_jwks`` is the pinned issuer JWKS (until the signed trust list replaces it)."""
+    """``root_public_key`` is the pinned trust-list root (PEM); ``trust_list`` the signed
+    list of issuer and status-list keys it vouches for (refreshed by rotation)."""
 
-    trust_jwks: Path
+    root_public_key: Path
+    trust_list: Path
     challenge_ttl_s: int = 30
     accept_low_assurance: bool = False
 
-    def trust_store(self) -> TrustStore:
-        return TrustStore(trusted_keys_from_jwks(json.loads(self.trust_jwks.read_text())))
+    def root(self) -> ec.EllipticCurvePublicKey:
+        """Raises RuntimeError naming the file if it is not an EC public key in PEM."""
+        try:
+            key = serialization.load_pem_public_key(self.root_public_key.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(
+                f"cannot read the pinned root key {self.root_public_key}: {exc}"
+            ) from None
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise RuntimeError(f"{self.root_public_key} is not an EC public key")
+        return key
 
     @classmethod
     def from_env(cls) -> VerifierSettings:
-        path = os.environ.get("STARCARD_TRUST_JWKS")
-        if not path:
-            raise RuntimeError("set STARCARD_TRUST_JWKS to the pinned issuer JWKS file")
+        root = os.environ.get("STARCARD_ROOT_KEY")
+        trust_list = os.environ.get("STARCARD_TRUST_LIST")
+        if not root or not trust_list:
+            raise RuntimeError(
+                "set STARCARD_ROOT_KEY (pinned root, PEM) and STARCARD_TRUST_LIST (signed list)"
+            )
         accept_low = os.environ.get("STARCARD_ACCEPT_LOW_ASSURANCE", "no").lower()
         if accept_low not in ("yes", "no"):
             raise RuntimeError("STARCARD_ACCEPT_LOW_ASSURANCE must be yes or no")
-        return cls(trust_jwks=Path(path), accept_low_assurance=accept_low == "yes")
+        return cls(
+            root_public_key=Path(root),
+            trust_list=Path(trust_list),
+            accept_low_assurance=accept_low == "yes",
+        )

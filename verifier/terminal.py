@@ -7,7 +7,6 @@ The result is one big line: ✓ valid ★★★★, ✗ not valid, or ? cannot c
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,11 +19,11 @@ from card_profiles.detect import UnknownCard
 from card_profiles.errors import CardError, CardRemoved, CardTimeout
 from card_profiles.pcsc import PcscTransport, wait_for_card
 from verifier.api.app import b64encode
-from verifier.core.jwks import trusted_keys_from_jwks
+from verifier.core.errors import VerificationError
 from verifier.core.status_list import StatusListCache
-from verifier.core.trust import TrustStore
 from verifier.core.verify import Verdict
 from verifier.service import VerifierService
+from verifier.settings import VerifierSettings
 from verifier.tap import TapData, tap_card
 
 app = typer.Typer(help="StarCard merchant terminal", no_args_is_help=True)
@@ -57,7 +56,8 @@ def tap(
     terminal_id: Annotated[str, typer.Option(help="this terminal's registered id")] = "terminal-1",
     verifier: Annotated[str, typer.Option(help="verifier base URL")] = "http://127.0.0.1:8081",
     offline: Annotated[bool, typer.Option(help="verify locally from pinned files")] = False,
-    jwks: Annotated[Path | None, typer.Option(help="offline: pinned issuer JWKS")] = None,
+    root: Annotated[Path | None, typer.Option(help="offline: pinned root key (PEM)")] = None,
+    trust_list: Annotated[Path | None, typer.Option(help="offline: signed trust list")] = None,
     status_list: Annotated[Path | None, typer.Option(help="offline: signed status list")] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the card")] = 10.0,
     accept_low_assurance: Annotated[
@@ -68,12 +68,20 @@ def tap(
     now = int(time.time())
     try:
         if offline:
-            if jwks is None or status_list is None:
-                raise typer.BadParameter("--offline needs --jwks and --status-list")
-            trust = TrustStore(trusted_keys_from_jwks(json.loads(jwks.read_text())))
-            service = VerifierService(
-                trust=trust, status=StatusListCache(), accept_low_assurance=accept_low_assurance
-            )
+            if root is None or trust_list is None or status_list is None:
+                raise typer.BadParameter("--offline needs --root, --trust-list and --status-list")
+            settings = VerifierSettings(root, trust_list, accept_low_assurance=accept_low_assurance)
+            try:
+                service = VerifierService.from_trust_list(
+                    settings.root(),
+                    trust_list.read_bytes(),
+                    now,
+                    status=StatusListCache(),
+                    accept_low_assurance=accept_low_assurance,
+                )
+            except VerificationError as exc:  # no usable trust data: cannot check, never valid
+                console.print(f"[bold yellow]? cannot check now[/] — trust list: {exc}")
+                raise typer.Exit(3) from None
             try:
                 service.accept_status_list(status_list.read_bytes(), now)
             except Exception as exc:  # a bad or stale list: the answer is "cannot check"

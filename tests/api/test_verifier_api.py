@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -12,7 +11,7 @@ from card_profiles.starcard import StarCardSession
 from issuer.publisher import current_token
 from issuer.wiring import IssuerContext
 from tests.conftest import NOW
-from tests.helpers import factory_session, graded_subject
+from tests.helpers import factory_session, graded_subject, write_trust_files
 from verifier.api.app import b64encode, create_app
 from verifier.service import VerifierService
 from verifier.settings import VerifierSettings
@@ -27,9 +26,8 @@ def setup(
     subject = graded_subject(ctx, NOW)
     session = factory_session(ctx, tmp_path / "card.json")
     ctx.issuance.personalize(session, subject, NOW, "clerk")
-    jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps(ctx.keys.jwks()))
-    app = create_app(VerifierSettings(trust_jwks=jwks), clock=lambda: float(TS))
+    root, trust_list = write_trust_files(ctx, tmp_path)
+    app = create_app(VerifierSettings(root, trust_list), clock=lambda: float(TS))
     service = app.state.service
     client = TestClient(app)
     with ctx.engine.connect() as conn:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from card_profiles.pcsc import PcscTransport, wait_for_card, wait_for_card_absen
 from card_profiles.scripted import RecordingTransport, load_transcript
 from issuer.publisher import current_token
 from issuer.wiring import IssuerContext
+from tests.helpers import write_trust_files
 from tests.pcsc_harness import READER_BY_PORT, PcscStack, skip_or_fail
 from verifier.core.credential import CredentialClaims, issue_credential, qr_token_binding
 from verifier.terminal import app as terminal_app
@@ -226,14 +226,14 @@ def test_vicc_card_taps_as_low_assurance_and_policy_decides(
     with PcscTransport.connect(vicc.reader, timeout_s=10.0) as transport:
         Iso7816FsSession(transport, ISO7816_FS).write_credential(credential)
     sqlite_issuer.issuance.publish_now(dt.datetime.fromtimestamp(now, dt.UTC))
-    jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps(keys.jwks()))
+    root, trust_list = write_trust_files(sqlite_issuer, tmp_path)
     status = tmp_path / "status.cwt"
     with sqlite_issuer.engine.connect() as conn:
         token = current_token(conn, sqlite_issuer.settings.status_list_id)
     assert token is not None
     status.write_bytes(token)
-    args = ["--reader", vicc.reader, "--offline", "--jwks", str(jwks), "--status-list", str(status)]
+    args = ["--reader", vicc.reader, "--offline", "--root", str(root)]
+    args += ["--trust-list", str(trust_list), "--status-list", str(status)]
     refused = CliRunner().invoke(terminal_app, args)
     assert refused.exit_code == 0, refused.output
     assert "✗ not valid" in refused.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from card_profiles.pcsc import PcscTransport
 from card_profiles.starcard import StarCardSession
 from issuer.publisher import current_token
 from issuer.wiring import IssuerContext
-from tests.helpers import factory_card_state, graded_subject
+from tests.helpers import factory_card_state, graded_subject, write_trust_files
 from tests.pcsc_harness import CardProcess
 from verifier.terminal import app
 
@@ -30,8 +29,7 @@ def test_offline_terminal_shows_valid_then_not_valid(
     subject = graded_subject(sqlite_issuer, now)
     with PcscTransport.connect(card.reader, timeout_s=5.0) as transport:
         issued = sqlite_issuer.issuance.personalize(StarCardSession(transport), subject, now, "c")
-    jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps(sqlite_issuer.keys.jwks()))
+    root, trust_list = write_trust_files(sqlite_issuer, tmp_path)
     status = tmp_path / "status.cwt"
 
     def run() -> str:
@@ -39,7 +37,8 @@ def test_offline_terminal_shows_valid_then_not_valid(
             token = current_token(conn, 1)
         assert token is not None
         status.write_bytes(token)
-        args = ["--reader", card.reader, "--offline", "--jwks", str(jwks)]
+        args = ["--reader", card.reader, "--offline", "--root", str(root)]
+        args += ["--trust-list", str(trust_list)]
         result = CliRunner().invoke(app, [*args, "--status-list", str(status)])
         assert result.exit_code == 0, result.output
         return result.output

@@ -16,6 +16,7 @@ from fastapi import Body, FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from verifier.core.errors import VerificationError
+from verifier.core.trust_list import TRUST_LIST_TYP
 from verifier.service import VerifierService
 from verifier.settings import VerifierSettings
 
@@ -65,8 +66,10 @@ def create_app(
 ) -> FastAPI:
     """Builds the app from ``settings``; ``service`` lets a caller share a wired one."""
     if service is None:
-        service = VerifierService(
-            trust=settings.trust_store(),
+        service = VerifierService.from_trust_list(
+            settings.root(),
+            settings.trust_list.read_bytes(),
+            int(clock()),
             challenge_ttl_s=settings.challenge_ttl_s,
             accept_low_assurance=settings.accept_low_assurance,
         )
@@ -97,6 +100,15 @@ def create_app(
             reason_class=verdict.reason_class,
             assurance=verdict.assurance,
         )
+
+    @app.post("/v1/trust-lists", status_code=204)
+    def accept_trust_list(
+        data: Annotated[bytes, Body(media_type=TRUST_LIST_TYP)],
+    ) -> None:
+        try:
+            service.accept_trust_list(data, int(clock()))
+        except VerificationError as exc:
+            raise HTTPException(409, f"trust list refused: {exc.reason_class}") from None
 
     @app.post("/v1/status-lists", status_code=204)
     def accept_status_list(
