@@ -58,6 +58,8 @@ records = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("objection_open", Integer, nullable=False, server_default=text("0")),
     Column("withdrawn_at", DateTime(timezone=True)),
+    Column("repaired_at", DateTime(timezone=True)),
+    Column("archived_at", DateTime(timezone=True)),
     UniqueConstraint("source", "document_number", name="uq_records_source_document"),
 )
 

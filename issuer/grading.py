@@ -64,6 +64,8 @@ def grade_records(policy: Policy, rows: Iterable[Any], as_of: dt.date) -> Grade:
         )
         if row.withdrawn_at is not None:
             counts, reason = False, "withdrawn by the source department"
+        elif row.repaired_at is not None:
+            counts, reason = False, "credit repaired: no longer used (record archived)"
         elif row.objection_open and policy.objection_suspends_effect:
             counts, reason = False, "under objection: no effect while it is verified"
         elif row.decision_date > as_of:

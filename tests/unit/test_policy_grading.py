@@ -24,6 +24,7 @@ def rec(
         legal_basis="basis",
         document_number=f"DOC-{i}",
         withdrawn_at=None,
+        repaired_at=None,
         objection_open=0,
     )
     base.update(kw)
