@@ -23,18 +23,22 @@ __all__ = [
     "CannotVerify",
     "ChallengeExpired",
     "ChallengeMismatch",
+    "ClockBehindWatermark",
     "CloneSuspected",
     "DuplicateMapKey",
     "Expired",
     "IndefiniteLength",
+    "InputTooLarge",
     "MalformedCredential",
     "NonCanonicalEncoding",
     "NotYetValid",
     "Revoked",
+    "Sm2Unavailable",
     "StatusIndexOutOfRange",
     "StatusListExpired",
     "StatusListMissing",
     "StatusListRollback",
+    "StatusListUriMismatch",
     "StatusUnrecognized",
     "Suspended",
     "TrailingBytes",
@@ -94,6 +98,10 @@ class TrailingBytes(MalformedCredential):
 
 class UnexpectedCborType(MalformedCredential):
     """A CBOR item has a type this format does not allow (float, undefined, tags...)."""
+
+
+class InputTooLarge(MalformedCredential):
+    """The raw input exceeds the size cap of its format; it was refused before parsing."""
 
 
 class UnsupportedAlgorithm(VerificationError):
@@ -176,6 +184,22 @@ class StatusListMissing(CannotVerify):
 
 class StatusListRollback(CannotVerify):
     """An offered status list is older than (or conflicts with) the one already held."""
+
+
+class StatusListUriMismatch(CannotVerify):
+    """A validly signed status list is for another URI than the one it was fetched for
+    (mix-and-match): it is never used for credentials that reference the expected URI."""
+
+
+class ClockBehindWatermark(CannotVerify):
+    """The verifier's clock (``now``) lies before the newest status list ``iat`` it has
+    already accepted, minus the allowed skew: the clock is wrong, so no time-dependent
+    answer can be trusted (fail closed)."""
+
+
+class Sm2Unavailable(CannotVerify):
+    """An SM2-with-SM3 signature must be checked but the optional ``[sm2]`` extra (the
+    ``gmssl-pyx`` package) is not installed: our misconfiguration, verdict ``unknown``."""
 
 
 class StatusIndexOutOfRange(CannotVerify):

@@ -7,6 +7,10 @@
   32-byte ``y``. Only these four labels are accepted (in particular never ``-4``, ``d``).
 * ES256 signatures travel as 64 bytes raw ``r || s`` (COSE, JOSE, the card's INTERNAL
   AUTHENTICATE); ``cryptography`` speaks DER. The helpers convert and check lengths.
+* EdDSA (RFC 8032 Ed25519, COSE alg -8) is allowed for **issuer** keys only (credential and
+  status-list signatures); card keys stay P-256. Ed25519 public keys are 32 raw bytes,
+  signatures 64 bytes. Ed448 is not supported. ``kid_for`` works the same way for both key
+  types (SHA-256 over the SPKI DER).
 
 Decoding failures raise :class:`~verifier.core.errors.MalformedCredential`; a signature that
 does not verify raises :class:`~verifier.core.errors.BadSignature`.
@@ -16,48 +20,65 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
 
 from verifier.core.errors import BadSignature, MalformedCredential
+from verifier.core.sm2 import Sm2PublicKey
 
 __all__ = [
     "COORD_SIZE",
+    "ED25519_KEY_SIZE",
+    "ED25519_SIGNATURE_SIZE",
     "KID_SIZE",
     "RAW_SIGNATURE_SIZE",
+    "IssuerPublicKey",
     "cose_key_from_public",
     "der_to_raw",
+    "ed25519_from_raw",
     "kid_for",
     "p256_from_point",
     "p256_to_point",
     "public_from_cose_key",
     "raw_to_der",
+    "verify_eddsa",
     "verify_es256",
 ]
 
 KID_SIZE = 8
 COORD_SIZE = 32
 RAW_SIGNATURE_SIZE = 2 * COORD_SIZE
+ED25519_KEY_SIZE = 32
+#: Ed25519 signatures (R || S) are 64 bytes too, like raw ES256 ones.
+ED25519_SIGNATURE_SIZE = 64
+
+IssuerPublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | Sm2PublicKey
+"""The public key types an issuer (credential or status-list) key may have (SM2 only with
+the optional suite, see :mod:`verifier.core.sm2`)."""
 
 _KTY, _CRV, _X, _Y, _D = 1, -1, -2, -3, -4
 _KTY_EC2, _CRV_P256 = 2, 1
 
 
-def kid_for(pub: ec.EllipticCurvePublicKey) -> bytes:
-    """The 8-byte key id: SHA-256 over the SubjectPublicKeyInfo DER, first 8 bytes."""
+def kid_for(pub: IssuerPublicKey) -> bytes:
+    """The 8-byte key id: SHA-256 over the SubjectPublicKeyInfo DER, first 8 bytes (P-256,
+    Ed25519 and SM2 keys alike)."""
+    if isinstance(pub, Sm2PublicKey):
+        return pub.kid()
     spki = pub.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(spki).digest()[:KID_SIZE]
 
 
-def _require_p256(pub: ec.EllipticCurvePublicKey) -> None:
+def _require_p256(pub: object) -> None:
     if not isinstance(pub, ec.EllipticCurvePublicKey) or not isinstance(pub.curve, ec.SECP256R1):
         raise ValueError("only P-256 public keys are supported")
 
@@ -75,8 +96,14 @@ def p256_from_point(point: bytes) -> ec.EllipticCurvePublicKey:
         raise MalformedCredential("EC point is not on P-256") from exc
 
 
-def p256_to_point(pub: ec.EllipticCurvePublicKey, *, compressed: bool = False) -> bytes:
-    """The SEC1 encoding of ``pub`` (65 bytes uncompressed, or 33 compressed)."""
+def p256_to_point(pub: IssuerPublicKey, *, compressed: bool = False) -> bytes:
+    """The SEC1 encoding of ``pub`` (65 bytes uncompressed, or 33 compressed).
+
+    Raises ``ValueError`` for any key that is not P-256 (an Ed25519 or SM2 issuer key has no
+    P-256 point).
+    """
+    if not isinstance(pub, ec.EllipticCurvePublicKey):
+        raise ValueError("only P-256 public keys are supported")
     _require_p256(pub)
     fmt = (
         serialization.PublicFormat.CompressedPoint
@@ -148,3 +175,31 @@ def verify_es256(pub: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) 
         pub.verify(der, data, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise BadSignature("ES256 signature does not verify") from None
+
+
+def ed25519_from_raw(raw: bytes) -> ed25519.Ed25519PublicKey:
+    """Load a 32-byte raw Ed25519 public key; :class:`MalformedCredential` otherwise."""
+    if not isinstance(raw, bytes) or len(raw) != ED25519_KEY_SIZE:
+        raise MalformedCredential("Ed25519 public key must be 32 bytes")
+    try:
+        return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:  # pragma: no cover - OpenSSL accepts every 32-byte string
+        raise MalformedCredential("not an Ed25519 public key") from exc
+
+
+def verify_eddsa(pub: ed25519.Ed25519PublicKey, signature: bytes, data: bytes) -> None:
+    """Verify a 64-byte Ed25519 (RFC 8032, pure EdDSA) signature over ``data``.
+
+    Raises ``ValueError`` if ``pub`` is not an Ed25519 key (a programming error: the caller
+    picks the key by the message's ``alg``), :class:`MalformedCredential` for a signature
+    that is not 64 bytes, :class:`BadSignature` if it does not verify (including a
+    non-canonical ``S >= L``, which OpenSSL refuses); returns nothing on success.
+    """
+    if not isinstance(pub, ed25519.Ed25519PublicKey):
+        raise ValueError("only Ed25519 public keys are supported for EdDSA")
+    if not isinstance(signature, bytes) or len(signature) != ED25519_SIGNATURE_SIZE:
+        raise MalformedCredential("EdDSA signature must be 64 bytes")
+    try:
+        pub.verify(signature, data)
+    except InvalidSignature:
+        raise BadSignature("EdDSA signature does not verify") from None

@@ -5,15 +5,31 @@ the least significant bits of byte 0 (the draft's bit order), then compressed wi
 in the ZLIB format. StarCard uses 2 bits: ``0`` VALID, ``1`` INVALID, ``2`` SUSPENDED.
 Issued lists have at least :data:`MIN_ENTRIES` entries (herd privacy).
 
-**The token.** A tagged ES256 COSE_Sign1 (see :mod:`.cose`) with protected ``typ`` (16)
-``"application/statuslist+cwt"`` and claims ``2`` sub = list URI, ``6`` iat, ``4`` exp,
-``65534`` ttl, ``65533`` ``{"bits": n, "lst": zlib bytes}``. All five are required here.
+**The token.** A tagged COSE_Sign1 (see :mod:`.cose`; ES256, or EdDSA when the trusted
+status-list key is Ed25519) with protected ``typ`` (16) ``"application/statuslist+cwt"`` and
+claims ``2`` sub = list URI, ``6`` iat, ``4`` exp, ``65534`` ttl, ``65533`` ``{"bits": n,
+"lst": zlib bytes}``. All five are required here. A token is at most
+:data:`MAX_TOKEN_BYTES` (4 MiB), checked before any parsing; its list at most
+:data:`MAX_LIST_BYTES` (16 MiB) decompressed, and decompression stops there (zlib bomb).
+Nothing is decompressed before the signature has verified.
 
 **The cache** (:class:`StatusListCache`) is the verifier's pure, in-memory state machine,
-written as plain ordered checks in the style of python-tuf:
+written as plain ordered checks in the style of python-tuf. Each defence has a test named
+after the attack (``tests/unit/test_status_list_attacks.py``):
 
-* a token is accepted only if its signature verifies with a key trusted for purpose
-  ``status_list`` at ``now``;
+* **clock error**: if ``now`` lies before the newest ``iat`` already accepted (any URI,
+  including a restored watermark) minus :data:`~verifier.core.timing.CLOCK_SKEW_S`, the
+  verifier's clock is wrong: :meth:`~StatusListCache.accept` and
+  :meth:`~StatusListCache.status_of` raise :class:`ClockBehindWatermark` (fail closed,
+  verdict ``unknown``) before anything else;
+* **fast-forward / untrusted key**: a token is accepted only if its signature verifies with
+  a key trusted for purpose ``status_list`` at ``now`` (a credential key is refused), with
+  the key's ``alg``, and ``iat`` no later than ``now`` plus the skew; nothing else can move
+  the watermark;
+* **mix-and-match**: tokens are held by their signed ``sub`` and looked up by the URI the
+  credential references, so a list for another URI is never used for it; a holder that
+  fetched a given URI passes it to ``accept(..., uri=...)`` and a token for another URI
+  raises :class:`StatusListUriMismatch`;
 * **rollback**: a token older than the one held for its URI (``iat`` lower), or with the same
   ``iat`` but different bytes (equivocation), raises :class:`StatusListRollback`. The holder
   persists :attr:`StatusListCache.watermark` and passes it back after a restart, so a
@@ -36,22 +52,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from verifier.core.cbor import decode_strict, encode
-from verifier.core.cose import HDR_TYP, parse_sign1, sign1, verify_sign1
+from verifier.core.cose import (
+    HDR_TYP,
+    MAX_SIGN1_BYTES,
+    IssuerSigner,
+    parse_sign1,
+    sign1,
+    verify_sign1,
+)
 from verifier.core.errors import (
+    ClockBehindWatermark,
+    InputTooLarge,
     MalformedCredential,
     NotYetValid,
     StatusIndexOutOfRange,
     StatusListExpired,
     StatusListMissing,
     StatusListRollback,
+    StatusListUriMismatch,
+    UnsupportedAlgorithm,
 )
-from verifier.core.signer import Signer
 from verifier.core.timing import CLOCK_SKEW_S
 from verifier.core.trust import TrustStore
 
 __all__ = [
     "INVALID",
     "MAX_LIST_BYTES",
+    "MAX_TOKEN_BYTES",
     "MIN_ENTRIES",
     "STATUS_LIST_TYP",
     "SUSPENDED",
@@ -68,11 +95,17 @@ VALID, INVALID, SUSPENDED = 0, 1, 2
 MIN_ENTRIES = 131_072
 #: Largest decompressed list accepted (zlib-bomb guard): 16 MiB.
 MAX_LIST_BYTES = 16 * 1024 * 1024
+#: Largest status list token accepted (bytes), checked before parsing: 4 MiB. A 1M-entry
+#: list with 1 % revoked compresses to about 40 KiB; a random 16 MiB list would not fit, so
+#: the token cap is the tighter bound on what an honest publisher can send.
+MAX_TOKEN_BYTES = MAX_SIGN1_BYTES
 STATUS_LIST_TYP = "application/statuslist+cwt"
 CLAIM_SUB, CLAIM_EXP, CLAIM_IAT = 2, 4, 6
 CLAIM_TTL, CLAIM_STATUS_LIST = 65534, 65533
 _TOKEN_CLAIMS = frozenset({CLAIM_SUB, CLAIM_EXP, CLAIM_IAT, CLAIM_TTL, CLAIM_STATUS_LIST})
 _BITS = (1, 2, 4, 8)
+#: Output step of the bounded decompression (see :meth:`StatusList.decode`).
+_INFLATE_CHUNK = 256 * 1024
 
 
 class StatusList:
@@ -123,8 +156,13 @@ class StatusList:
         return zlib.compress(bytes(self._data), level=9)
 
     @classmethod
-    def decode(cls, lst: bytes, bits: int) -> StatusList:
+    def decode(cls, lst: bytes, bits: int, *, read_only: bool = False) -> StatusList:
         """Decompress an ``lst`` value; the size is every entry the bytes hold.
+
+        Decompression runs in :data:`_INFLATE_CHUNK` steps into one buffer and stops as
+        soon as the output exceeds :data:`MAX_LIST_BYTES`, so a zlib bomb costs at most
+        about that much memory, whatever it would inflate to. ``read_only`` returns the
+        list read-only without a copy.
 
         Raises :class:`MalformedCredential` for bad ``bits``, bad or trailing zlib data, an
         empty list or one larger than :data:`MAX_LIST_BYTES` decompressed.
@@ -134,22 +172,35 @@ class StatusList:
         if not isinstance(lst, bytes):
             raise MalformedCredential("status list lst must be bytes")
         inflater = zlib.decompressobj()
+        raw = bytearray()
+        pending = lst
         try:
-            raw = inflater.decompress(lst, MAX_LIST_BYTES + 1)
+            while not inflater.eof:
+                chunk = inflater.decompress(pending, _INFLATE_CHUNK)
+                progressed = bool(chunk) or len(inflater.unconsumed_tail) < len(pending)
+                pending = inflater.unconsumed_tail
+                raw += chunk
+                if len(raw) > MAX_LIST_BYTES:
+                    raise MalformedCredential(
+                        "status list is too large", detail=f"over {MAX_LIST_BYTES} bytes inflated"
+                    )
+                if not progressed:
+                    break  # needs input that is not there: truncated
         except zlib.error as exc:
             raise MalformedCredential("status list is not zlib data") from exc
-        if len(raw) > MAX_LIST_BYTES or inflater.unconsumed_tail:
-            raise MalformedCredential("status list is too large")
         if not inflater.eof or inflater.unused_data:
             raise MalformedCredential("status list zlib stream is truncated or has trailing data")
         if not raw:
             raise MalformedCredential("status list is empty")
-        return cls._from_raw(raw, bits, readonly=False)
+        return cls._from_raw(raw, bits, readonly=read_only)
 
     @classmethod
-    def _from_raw(cls, raw: bytes, bits: int, *, readonly: bool) -> StatusList:
-        lst = cls(len(raw) * 8 // bits, bits)
-        lst._data = bytearray(raw)
+    def _from_raw(cls, raw: bytes | bytearray, bits: int, *, readonly: bool) -> StatusList:
+        """A list over ``raw`` (a ``bytearray`` is taken over, not copied)."""
+        lst = cls.__new__(cls)
+        lst._bits = bits
+        lst._size = len(raw) * 8 // bits
+        lst._data = raw if isinstance(raw, bytearray) else bytearray(raw)
         lst._readonly = readonly
         return lst
 
@@ -192,7 +243,7 @@ def issue_status_list(
     iat: int,
     exp: int,
     ttl: int,
-    signer: Signer,
+    signer: IssuerSigner,
     kid: bytes,
     *,
     bits: int = 2,
@@ -233,16 +284,32 @@ def issue_status_list(
 def parse_status_list_token(data: bytes, trust: TrustStore, now: int) -> StatusListToken:
     """Parse and verify a status list token.
 
-    Steps: (1) strict COSE_Sign1 parse; (2) ``typ`` must be ``application/statuslist+cwt``;
-    (3) the ``kid`` must be trusted for ``status_list`` at ``now``; (4) the signature must
-    verify; (5) the claims must be exactly sub, iat, exp, ttl, status_list with the right
-    types, ``iat < exp``, ``ttl > 0``; (6) ``iat`` may not lie beyond ``now`` plus the clock
-    skew (:class:`NotYetValid`). Freshness (``exp``) is the cache's business.
+    Steps: (0) at most :data:`MAX_TOKEN_BYTES` (:class:`InputTooLarge`, before any
+    decoding); (1) strict COSE_Sign1 parse; (2) ``typ`` must be
+    ``application/statuslist+cwt``; (3) the ``kid`` must be trusted for ``status_list`` at
+    ``now``, and the trusted key's ``alg`` must be the header's (:class:`UnsupportedAlgorithm`);
+    (4) the signature must verify; (5) the claims must be exactly sub, iat, exp, ttl,
+    status_list with the right types, ``iat < exp``, ``ttl > 0``; (6) ``iat`` may not lie
+    beyond ``now`` plus the clock skew (:class:`NotYetValid`) and must lie in the key's
+    signing window (:class:`UntrustedKey`); (7) only then is the list decompressed, bounded
+    by :data:`MAX_LIST_BYTES`. Freshness (``exp``) is the cache's business.
     """
+    if not isinstance(data, bytes):
+        raise TypeError("status list token must be bytes")
+    if len(data) > MAX_TOKEN_BYTES:
+        raise InputTooLarge(
+            "status list token is larger than allowed",
+            detail=f"{len(data)} > {MAX_TOKEN_BYTES} bytes",
+        )
     message = parse_sign1(data)
     if message.typ != STATUS_LIST_TYP:
         raise MalformedCredential("protected typ is not application/statuslist+cwt")
     key = trust.lookup(message.kid, "status_list", now)
+    if key.alg != message.alg:
+        raise UnsupportedAlgorithm(
+            "status list alg differs from the trusted key's alg",
+            detail=f"message {message.alg}, key {key.alg}",
+        )
     verify_sign1(message, key.public_key)
     claims = decode_strict(message.payload)
     if not isinstance(claims, dict) or set(claims) != _TOKEN_CLAIMS:
@@ -265,10 +332,10 @@ def parse_status_list_token(data: bytes, trust: TrustStore, now: int) -> StatusL
     lst, bits = body["lst"], body["bits"]
     if not isinstance(lst, bytes) or type(bits) is not int:
         raise MalformedCredential("status list bits/lst have the wrong type")
-    statuses = StatusList.decode(lst, bits).read_only()
     if iat > now + CLOCK_SKEW_S:
         raise NotYetValid("status list is issued in the future", detail=f"iat {iat}, now {now}")
     key.check_signed_at(iat)
+    statuses = StatusList.decode(lst, bits, read_only=True)
     return StatusListToken(data, message.kid, uri, iat, exp, ttl, statuses)
 
 
@@ -300,18 +367,37 @@ class StatusListCache:
         with self._lock:
             return dict(self._marks)
 
-    def accept(self, token_bytes: bytes, trust: TrustStore, now: int) -> StatusListToken:
+    def accept(
+        self, token_bytes: bytes, trust: TrustStore, now: int, *, uri: str | None = None
+    ) -> StatusListToken:
         """Verify ``token_bytes`` and hold it as the current list for its URI.
 
-        Ordered checks: (1) parse and verify (see :func:`parse_status_list_token`);
-        (2) rollback: ``iat`` older than the held watermark → :class:`StatusListRollback`;
-        (3) equivocation: same ``iat``, different bytes → :class:`StatusListRollback`;
-        (4) freeze: ``now >= exp`` → :class:`StatusListExpired` (nothing is stored).
+        ``uri`` is the URI the holder fetched (``None``: take the token's own ``sub``).
+        Ordered checks, each raising before anything is stored:
+
+        1. clock: ``now`` before the newest accepted ``iat`` minus the skew →
+           :class:`ClockBehindWatermark`;
+        2. parse and verify (see :func:`parse_status_list_token`: size cap, trusted
+           status-list key and its ``alg``, signature, claims, ``iat`` not in the future,
+           bounded decompression);
+        3. mix-and-match: ``sub`` differs from ``uri`` → :class:`StatusListUriMismatch`;
+        4. rollback: ``iat`` older than the held watermark → :class:`StatusListRollback`;
+        5. equivocation: same ``iat``, different bytes → :class:`StatusListRollback`;
+        6. freeze: ``now >= exp`` → :class:`StatusListExpired`.
+
         Offering the held token again is a no-op. Returns the held token.
         """
+        with self._lock:
+            self._check_clock(now)
         token = parse_status_list_token(token_bytes, trust, now)
+        if uri is not None and token.uri != uri:
+            raise StatusListUriMismatch(
+                "status list is for another URI than the one fetched",
+                detail=f"fetched {uri!r}, token sub {token.uri!r}",
+            )
         digest = hashlib.sha256(token_bytes).digest()
         with self._lock:
+            self._check_clock(now)
             held = self._marks.get(token.uri)
             if held is not None and token.iat < held.iat:
                 raise StatusListRollback(
@@ -337,6 +423,22 @@ class StatusListCache:
             self._tokens[token.uri] = token
             return token
 
+    def check_clock(self, now: int) -> None:
+        """Raise :class:`ClockBehindWatermark` if ``now`` lies before the newest accepted
+        ``iat`` (any URI, restored watermark included) minus the skew. A verifier can call
+        this before any other time-dependent step, so that a wrong clock reads ``unknown``."""
+        with self._lock:
+            self._check_clock(now)
+
+    def _check_clock(self, now: int) -> None:
+        """:meth:`check_clock` with the lock already held."""
+        newest = max((mark.iat for mark in self._marks.values()), default=None)
+        if newest is not None and now < newest - CLOCK_SKEW_S:
+            raise ClockBehindWatermark(
+                "the verifier's clock is behind a status list it already accepted",
+                detail=f"now {now}, newest accepted iat {newest}, skew {CLOCK_SKEW_S}",
+            )
+
     def token(self, uri: str) -> StatusListToken | None:
         """The held token for ``uri``, if any (possibly expired)."""
         with self._lock:
@@ -354,11 +456,14 @@ class StatusListCache:
     def status_of(self, uri: str, idx: int, now: int) -> int:
         """The status value at ``idx`` of the list held for ``uri``.
 
-        Raises :class:`StatusListMissing` if none is held, :class:`StatusListExpired` if it
+        Raises, in this order: :class:`ClockBehindWatermark` if ``now`` lies before the
+        newest accepted ``iat`` minus the skew (the clock is wrong, so freshness cannot be
+        judged), :class:`StatusListMissing` if none is held, :class:`StatusListExpired` if it
         is past ``exp`` (never used then), :class:`StatusIndexOutOfRange` if ``idx`` lies
         outside it.
         """
         with self._lock:
+            self._check_clock(now)
             token = self._tokens.get(uri)
         if token is None:
             raise StatusListMissing("no status list held", detail=uri)

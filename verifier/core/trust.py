@@ -22,16 +22,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from verifier.core.errors import TrustDataMissing, UntrustedKey
-from verifier.core.keys import KID_SIZE, kid_for
+from verifier.core.keys import KID_SIZE, IssuerPublicKey, kid_for
 
 __all__ = ["KeyUse", "TrustStore", "TrustedKey"]
 
 KeyUse = Literal["credential", "status_list"]
 _USES: frozenset[str] = frozenset({"credential", "status_list"})
-_ALGS: frozenset[str] = frozenset({"ES256"})
+_ALGS: frozenset[str] = frozenset({"ES256", "EdDSA"})
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class TrustedKey:
     kid: bytes
     alg: str
     purpose: KeyUse
-    public_key: ec.EllipticCurvePublicKey
+    public_key: IssuerPublicKey
     not_before: int
     not_after: int
     sign_until: int | None = None
@@ -52,7 +52,10 @@ class TrustedKey:
             raise ValueError(f"unsupported algorithm {self.alg!r}")
         if self.purpose not in _USES:
             raise ValueError(f"unknown key purpose {self.purpose!r}")
-        if not isinstance(self.public_key, ec.EllipticCurvePublicKey) or not isinstance(
+        if self.alg == "EdDSA":
+            if not isinstance(self.public_key, ed25519.Ed25519PublicKey):
+                raise ValueError("EdDSA keys must be Ed25519 public keys")
+        elif not isinstance(self.public_key, ec.EllipticCurvePublicKey) or not isinstance(
             self.public_key.curve, ec.SECP256R1
         ):
             raise ValueError("ES256 keys must be P-256 public keys")
