@@ -3,6 +3,8 @@
 ``verify_card`` raises a :class:`VerificationError` at the first failing step and returns
 a :class:`VerifiedCard` only when every step passed:
 
+0. **Clock**: ``now`` earlier than the newest status list already accepted (minus the skew)
+   means the verifier's clock is wrong → :class:`ClockBehindWatermark` (``unknown``).
 1. **Parse** the credential strictly (:func:`parse_credential`): malformed →
    :class:`MalformedCredential`, alg other than ES256 → :class:`UnsupportedAlgorithm`.
 2. **Issuer key**: the ``kid`` must be trusted for purpose ``credential`` at ``now``
@@ -92,6 +94,9 @@ def verify_card(
     now: int,
 ) -> VerifiedCard:
     """Run steps 1–7 (module docstring); return the verified card or raise."""
+    # 0. A clock behind the newest status list already accepted is wrong: fail closed as
+    #    "cannot verify" before any time-dependent step could call the card expired.
+    status.check_clock(now)
     # 1. Parse (unverified, strict).
     cred = parse_credential(credential)
     claims = cred.claims
