@@ -162,3 +162,18 @@ def test_issuing_refuses_inconsistent_lists() -> None:
         signed(entries_for(world) + entries_for(world)[:1])
     with pytest.raises(ValueError, match="sign_from"):
         TrustListEntry.for_key(ROOT.public_key(), "credential", NOW, NOW, NOW + 1)
+
+
+def test_ed25519_issuer_key_in_the_trust_list_and_jwks() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from verifier.core.jwks import to_jwks
+
+    ed_key = ed25519.Ed25519PrivateKey.generate().public_key()
+    entries = [TrustListEntry.for_key(ed_key, "credential", NOW - DAY, NOW + YEAR, NOW + 2 * YEAR)]
+    listed = parse_trust_list(signed(entries), ROOT.public_key(), NOW)
+    (entry,) = listed.entries
+    assert entry.alg == "EdDSA"
+    assert entry.kid == kid_for(ed_key)
+    (jwk,) = to_jwks(listed.store().keys)["keys"]  # type: ignore[misc]
+    assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "EdDSA")

@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from verifier.core.errors import TrustDataMissing
 from verifier.core.keys import COORD_SIZE, kid_for, p256_from_point, p256_to_point
 from verifier.core.trust import TrustedKey
@@ -24,13 +27,21 @@ def b64url(data: bytes) -> str:
 
 
 def to_jwk(key: TrustedKey) -> dict[str, object]:
-    """The public JWK of one trusted key."""
-    point = p256_to_point(key.public_key)
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": b64url(point[1 : 1 + COORD_SIZE]),
-        "y": b64url(point[1 + COORD_SIZE :]),
+    """The public JWK of one trusted key: EC P-256 (RFC 7518) or OKP Ed25519 (RFC 8037)."""
+    if isinstance(key.public_key, ed25519.Ed25519PublicKey):
+        raw = key.public_key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        material: dict[str, object] = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
+    else:
+        point = p256_to_point(key.public_key)
+        material = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": b64url(point[1 : 1 + COORD_SIZE]),
+            "y": b64url(point[1 + COORD_SIZE :]),
+        }
+    return material | {
         "kid": b64url(key.kid),
         "alg": key.alg,
         "use": "sig",

@@ -141,6 +141,35 @@ def public_from_cose_key(cose_key: object) -> ec.EllipticCurvePublicKey:
     raise MalformedCredential("COSE_Key y must be a sign bit or 32 bytes")
 
 
+_KTY_OKP, _CRV_ED25519 = 1, 6
+
+
+def issuer_cose_key(pub: IssuerPublicKey) -> dict[int, object]:
+    """The COSE_Key of an issuer key: EC2 P-256 (compressed) or OKP Ed25519 ``{1: 1, -1: 6,
+    -2: x}``. Raises ValueError for other key types."""
+    if isinstance(pub, ed25519.Ed25519PublicKey):
+        raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {_KTY: _KTY_OKP, _CRV: _CRV_ED25519, _X: raw}
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        return cose_key_from_public(pub)
+    raise ValueError("issuer keys are P-256 or Ed25519")
+
+
+def issuer_public_from_cose_key(
+    cose_key: object,
+) -> ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey:
+    """Decodes an issuer COSE_Key (EC2 P-256 or OKP Ed25519); :class:`MalformedCredential`
+    for anything else."""
+    if isinstance(cose_key, Mapping) and cose_key.get(_KTY) == _KTY_OKP:
+        if set(cose_key) != {_KTY, _CRV, _X} or cose_key[_CRV] != _CRV_ED25519:
+            raise MalformedCredential("OKP COSE_Key must be exactly Ed25519 kty, crv, x")
+        x = cose_key[_X]
+        if not isinstance(x, bytes):
+            raise MalformedCredential("OKP COSE_Key x must be bytes")
+        return ed25519_from_raw(x)
+    return public_from_cose_key(cose_key)
+
+
 def raw_to_der(signature: bytes) -> bytes:
     """Convert a 64-byte raw ``r || s`` signature to DER; :class:`MalformedCredential` if
     the length is wrong."""

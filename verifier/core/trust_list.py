@@ -31,7 +31,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from verifier.core.cbor import decode_strict, encode
 from verifier.core.cose import HDR_TYP, parse_sign1, sign1, verify_sign1
@@ -42,7 +42,12 @@ from verifier.core.errors import (
     TrustListRollback,
     UntrustedKey,
 )
-from verifier.core.keys import cose_key_from_public, kid_for, public_from_cose_key
+from verifier.core.keys import (
+    IssuerPublicKey,
+    issuer_cose_key,
+    issuer_public_from_cose_key,
+    kid_for,
+)
 from verifier.core.signer import Signer
 from verifier.core.timing import CLOCK_SKEW_S
 from verifier.core.trust import KeyUse, TrustedKey, TrustStore
@@ -72,7 +77,7 @@ class TrustListEntry:
     kid: bytes
     alg: str
     purpose: KeyUse
-    public_key: ec.EllipticCurvePublicKey
+    public_key: IssuerPublicKey
     sign_from: int
     sign_until: int
     verify_until: int
@@ -84,14 +89,16 @@ class TrustListEntry:
     @classmethod
     def for_key(
         cls,
-        public_key: ec.EllipticCurvePublicKey,
+        public_key: IssuerPublicKey,
         purpose: KeyUse,
         sign_from: int,
         sign_until: int,
         verify_until: int,
     ) -> TrustListEntry:
+        """An entry with ``kid`` and ``alg`` (ES256 or EdDSA) derived from the key."""
+        alg = "EdDSA" if isinstance(public_key, ed25519.Ed25519PublicKey) else "ES256"
         return cls(
-            kid_for(public_key), "ES256", purpose, public_key, sign_from, sign_until, verify_until
+            kid_for(public_key), alg, purpose, public_key, sign_from, sign_until, verify_until
         )
 
     def trusted_key(self) -> TrustedKey:
@@ -158,7 +165,7 @@ def issue_trust_list(
                 "kid": e.kid,
                 "alg": e.alg,
                 "use": e.purpose,
-                "key": cose_key_from_public(e.public_key),
+                "key": issuer_cose_key(e.public_key),
                 "sign_from": e.sign_from,
                 "sign_until": e.sign_until,
                 "verify_until": e.verify_until,
@@ -217,7 +224,7 @@ def _entry(raw: object) -> TrustListEntry:
     cose_key = raw["key"]
     if not isinstance(cose_key, Mapping):
         raise MalformedCredential("trust list entry key must be a COSE_Key map")
-    public_key = public_from_cose_key(cose_key)
+    public_key = issuer_public_from_cose_key(cose_key)
     try:
         entry = TrustListEntry(kid, alg, use, public_key, *times)
         entry.trusted_key()
