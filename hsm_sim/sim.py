@@ -16,8 +16,12 @@ Invariants:
   purpose (:class:`WrongKeyPurpose`), keys of a non-signing purpose
   (``CARD_KEY_DIVERSIFICATION``) never sign, and signing keys never diversify.
 * Labels are never reused: ``create_key`` on an existing label raises :class:`KeyExists`.
-* Every create, signer hand-out, signature, secure-channel session, factory export and
-  refusal is appended to the audit log (with the card serial for card-key operations).
+* ``retire_key`` is final and persisted: a retired key signs and diversifies nothing
+  (:class:`KeyRetired`, also for :class:`Signer` handles obtained before), and its public
+  key stays readable.
+* Every create, signer hand-out, signature, secure-channel session, factory export,
+  retirement and refusal is appended to the audit log (with the card serial for card-key
+  operations).
 * With a ``path``, keys persist there encrypted under ``passphrase`` (see
   :mod:`hsm_sim.storage`) and are reloaded by the next ``HsmSim`` on the same path. A key is
   only usable once it has been written: if the write fails, the key is dropped.
@@ -29,11 +33,13 @@ records and ``created_at``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -53,8 +59,10 @@ from hsm_sim.errors import (
     HsmError,
     KeyExists,
     KeyNotFound,
+    KeyRetired,
     WrongKeyPurpose,
 )
+from hsm_sim.port import Hsm
 from hsm_sim.purpose import SIGNING_PURPOSES, KeyPurpose
 from hsm_sim.signer import Signer
 from hsm_sim.storage import (
@@ -67,7 +75,7 @@ from hsm_sim.storage import (
     save_keys,
 )
 
-__all__ = ["MAX_LABEL_LENGTH", "HsmSim"]
+__all__ = ["MAX_LABEL_LENGTH", "HsmSim", "check_label"]
 
 MAX_LABEL_LENGTH = 128
 _COORD = 32  # bytes per P-256 scalar
@@ -111,7 +119,7 @@ class HsmSim:
         empty, too long or non-printable label, :class:`~hsm_sim.errors.HsmStorageError` if it
         cannot be persisted (the key is then discarded).
         """
-        _check_label(label)
+        check_label(label)
         if not isinstance(purpose, KeyPurpose):
             raise TypeError("purpose must be a KeyPurpose")
         if purpose not in SIGNING_PURPOSES:
@@ -131,7 +139,7 @@ class HsmSim:
         ``factory_export=True`` allows :meth:`factory_card_key` on it (card manufacture);
         the flag is fixed for the key's life. Raises like :meth:`create_key`.
         """
-        _check_label(label)
+        check_label(label)
         purpose = KeyPurpose.CARD_KEY_DIVERSIFICATION
         with self._lock:
             self._refuse_existing(label, purpose)
@@ -176,6 +184,38 @@ class HsmSim:
         """The purpose of key ``label``; raises :class:`KeyNotFound`."""
         return self._get(label, AuditOp.PUBLIC_KEY, None).purpose
 
+    def is_retired(self, label: str) -> bool:
+        """Whether key ``label`` was retired; raises :class:`KeyNotFound`."""
+        return self._get(label, AuditOp.PUBLIC_KEY, None).retired_at is not None
+
+    def retire_key(self, label: str) -> None:
+        """Retire key ``label`` for good (persisted before it takes effect).
+
+        Raises :class:`KeyNotFound`, :class:`KeyRetired` if it already is,
+        :class:`~hsm_sim.errors.HsmStorageError` if the retirement cannot be written (the
+        key is then unchanged). Audited.
+        """
+        with self._lock:
+            key = self._keys.get(label)
+            if key is None:
+                self._log(AuditOp.RETIRE_KEY, label, None, KeyNotFound)
+                raise KeyNotFound(f"no key {label!r}")
+            if key.retired_at is not None:
+                self._log(AuditOp.RETIRE_KEY, label, key.purpose, KeyRetired)
+                raise KeyRetired(f"key {label!r} is already retired")
+            self._keys[label] = dataclasses.replace(key, retired_at=self._clock())
+            if self._path is not None:
+                try:
+                    save_keys(self._path, list(self._keys.values()))
+                except HsmError as exc:
+                    self._keys[label] = key
+                    self._log(AuditOp.RETIRE_KEY, label, key.purpose, type(exc))
+                    raise
+            self._log(AuditOp.RETIRE_KEY, label, key.purpose, None)
+
+    def close(self) -> None:
+        """Nothing to release (part of the :class:`~hsm_sim.port.Hsm` port)."""
+
     def public_key(self, label: str) -> ec.EllipticCurvePublicKey:
         """The public key of ``label``; raises :class:`KeyNotFound`, and
         :class:`WrongKeyPurpose` for a (symmetric) master key."""
@@ -189,8 +229,9 @@ class HsmSim:
     def signer(self, label: str, purpose: KeyPurpose) -> Signer:
         """A :class:`Signer` handle for key ``label``, checked against ``purpose``.
 
-        Raises :class:`KeyNotFound` for an unknown label and :class:`WrongKeyPurpose` if the
-        key was created for another purpose or ``purpose`` is not a signing purpose.
+        Raises :class:`KeyNotFound` for an unknown label, :class:`WrongKeyPurpose` if the
+        key was created for another purpose or ``purpose`` is not a signing purpose, and
+        :class:`KeyRetired` for a retired key.
         """
         key = self._signing_key(label, purpose, AuditOp.GET_SIGNER)
         with self._lock:
@@ -296,7 +337,17 @@ class HsmSim:
                 )
             raise WrongKeyPurpose(f"{purpose.value} keys cannot sign")
         assert isinstance(key, StoredKey)  # signing purposes are only ever P-256 keys
+        self._refuse_retired(key, op, purpose)
         return key
+
+    def _refuse_retired(
+        self, key: AnyStoredKey, op: AuditOp, purpose: KeyPurpose, serial: bytes | None = None
+    ) -> None:
+        if key.retired_at is not None:
+            card_serial = None if serial is None else serial.hex()
+            with self._lock:
+                self._log(op, key.label, purpose, KeyRetired, card_serial=card_serial)
+            raise KeyRetired(f"key {key.label!r} is retired")
 
     def _master_key(self, label: str, op: AuditOp, serial: bytes) -> StoredSecretKey:
         purpose = KeyPurpose.CARD_KEY_DIVERSIFICATION
@@ -305,6 +356,7 @@ class HsmSim:
             with self._lock:
                 self._log(op, label, purpose, WrongKeyPurpose, card_serial=serial.hex())
             raise WrongKeyPurpose(f"key {label!r} is for {key.purpose.value}, not {purpose.value}")
+        self._refuse_retired(key, op, purpose, serial)
         return key
 
     def _log(
@@ -367,8 +419,15 @@ class _HsmSigner:
         return f"<HsmSigner {self._label!r} {self._purpose.value}>"
 
 
-def _check_label(label: str) -> None:
+def check_label(label: str) -> None:
+    """Raise TypeError/ValueError unless ``label`` is 1..128 printable characters."""
     if not isinstance(label, str):
         raise TypeError("label must be a str")
     if not label or len(label) > MAX_LABEL_LENGTH or not label.isprintable():
         raise ValueError(f"label must be 1..{MAX_LABEL_LENGTH} printable characters")
+
+
+if TYPE_CHECKING:
+
+    def _satisfies_port(hsm: HsmSim) -> Hsm:
+        return hsm  # mypy checks that HsmSim implements the Hsm port

@@ -9,6 +9,9 @@ File format (JSON, UTF-8)::
                "kind": "aes-256", "factory_export": bool,
                "scrypt_salt": hex, "nonce": hex, "ciphertext": hex}]}    # AES master keys
 
+Either kind of entry may carry ``"retired_at": float`` (seconds since the epoch): the key
+was retired then and signs or diversifies nothing any more (an absent field: not retired).
+
 Invariants:
 
 * Private keys are only ever written as PKCS#8 encrypted under the passphrase with
@@ -52,6 +55,7 @@ __all__ = [
     "load_keys",
     "new_secret_key",
     "save_keys",
+    "write_atomically",
 ]
 
 FORMAT = "starcard-hsm-sim/1"
@@ -70,6 +74,7 @@ class StoredKey:
     created_at: float
     private_key: ec.EllipticCurvePrivateKey
     pkcs8_pem: bytes
+    retired_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class StoredSecretKey:
     factory_export: bool
     wrapped: dict[str, str] = field(repr=False)
     """``scrypt_salt``, ``nonce``, ``ciphertext`` (hex); empty for an in-memory simulator."""
+    retired_at: float | None = None
 
 
 AnyStoredKey = StoredKey | StoredSecretKey
@@ -187,7 +193,17 @@ def _load_entry(path: Path, entry: object, passphrase: bytes) -> AnyStoredKey:
         private_key.curve, ec.SECP256R1
     ):
         raise HsmStorageError(f"{path}: key {label!r} is not a P-256 key")
-    return StoredKey(label, key_purpose, float(created_at), private_key, pem_bytes)
+    retired_at = _retired_at(path, label, entry)
+    return StoredKey(label, key_purpose, float(created_at), private_key, pem_bytes, retired_at)
+
+
+def _retired_at(path: Path, label: str, entry: dict[str, Any]) -> float | None:
+    value = entry.get("retired_at")
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise HsmStorageError(f"{path}: key {label!r} has a malformed retired_at")
+    return float(value)
 
 
 def _load_secret_entry(path: Path, entry: dict[str, Any], passphrase: bytes) -> StoredSecretKey:
@@ -214,10 +230,12 @@ def _load_secret_entry(path: Path, entry: dict[str, Any], passphrase: bytes) -> 
         ) from exc
     if len(secret) != SECRET_LENGTH:
         raise HsmStorageError(f"{path}: key {label!r} is not an AES-256 key")
-    return StoredSecretKey(label, purpose, float(created_at), secret, flag, wrapped)
+    retired_at = _retired_at(path, label, entry)
+    return StoredSecretKey(label, purpose, float(created_at), secret, flag, wrapped, retired_at)
 
 
 def _entry(key: AnyStoredKey) -> dict[str, Any]:
+    retired = {} if key.retired_at is None else {"retired_at": key.retired_at}
     if isinstance(key, StoredSecretKey):
         return {
             "label": key.label,
@@ -226,12 +244,14 @@ def _entry(key: AnyStoredKey) -> dict[str, Any]:
             "kind": SYMMETRIC_KIND,
             "factory_export": key.factory_export,
             **key.wrapped,
+            **retired,
         }
     return {
         "label": key.label,
         "purpose": key.purpose.value,
         "created_at": key.created_at,
         "pkcs8_pem": key.pkcs8_pem.decode("ascii"),
+        **retired,
     }
 
 
@@ -243,6 +263,16 @@ def save_keys(path: Path, keys: list[AnyStoredKey]) -> None:
     """
     doc = {"format": FORMAT, "keys": [_entry(k) for k in keys]}
     data = json.dumps(doc, indent=1, sort_keys=True).encode("utf-8")
+    try:
+        write_atomically(path, data)
+    except OSError as exc:
+        raise HsmStorageError(f"{path}: cannot write key file ({exc.strerror})") from exc
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temporary file (mode 0600) in the same directory,
+    ``fsync``, ``os.replace``, ``fsync`` of the directory. A crash leaves the old or the new
+    file, never a torn one. Raises OSError (the old file is then untouched)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -257,9 +287,9 @@ def save_keys(path: Path, keys: list[AnyStoredKey]) -> None:
             os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except OSError:
         tmp.unlink(missing_ok=True)
-        raise HsmStorageError(f"{path}: cannot write key file ({exc.strerror})") from exc
+        raise
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -28,8 +28,10 @@ from hsm_sim import (
     KeyExists,
     KeyNotFound,
     KeyPurpose,
+    KeyRetired,
     WrongKeyPurpose,
 )
+from hsm_sim.audit import event_from_json, event_to_json
 from verifier.core.signer import Signer as CoreSigner
 
 PASS = b"correct horse battery staple"
@@ -410,3 +412,72 @@ def test_editing_the_export_flag_in_the_key_file_breaks_the_key(tmp_path: Path) 
     path.chmod(0o600)
     with pytest.raises(HsmStorageError, match="altered"):
         HsmSim(path, PASS)
+
+
+def test_retirement_is_written_to_the_key_file_and_reloaded(tmp_path: Path) -> None:
+    path = tmp_path / "hsm.json"
+    clock = FakeClock()
+    hsm = HsmSim(path, PASS, clock=clock)
+    hsm.create_key("old", KeyPurpose.CREDENTIAL_SIGNING)
+    hsm.create_master_key("m")
+    hsm.retire_key("old")
+    hsm.retire_key("m")
+    entries = {e["label"]: e for e in json.loads(path.read_text())["keys"]}
+    assert entries["old"]["created_at"] < entries["old"]["retired_at"] <= clock.t
+    assert "retired_at" in entries["m"]
+    again = HsmSim(path, PASS)
+    assert again.is_retired("old") and again.is_retired("m")
+    with pytest.raises(KeyRetired):
+        again.signer("old", KeyPurpose.CREDENTIAL_SIGNING)
+    with pytest.raises(KeyRetired):
+        again.scp_session("m", bytes(8), bytes(8), bytes(8), bytes(8))
+
+
+def test_key_file_without_retirements_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "hsm.json"
+    HsmSim(path, PASS).create_key("k", KeyPurpose.STATUS_LIST_SIGNING)
+    assert "retired_at" not in path.read_text()
+    assert not HsmSim(path, PASS).is_retired("k")
+
+
+def test_malformed_retirement_in_the_key_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hsm.json"
+    HsmSim(path, PASS).create_key("k", KeyPurpose.STATUS_LIST_SIGNING)
+    doc = json.loads(path.read_text())
+    doc["keys"][0]["retired_at"] = "yesterday"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(HsmStorageError, match="retired_at"):
+        HsmSim(path, PASS)
+
+
+def test_failed_retirement_write_leaves_the_key_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hsm = HsmSim(tmp_path / "hsm.json", PASS)
+    hsm.create_key("k", KeyPurpose.CREDENTIAL_SIGNING)
+
+    def disk_full(path: Path, keys: object) -> None:
+        raise HsmStorageError(f"{path}: cannot write key file (No space left on device)")
+
+    monkeypatch.setattr("hsm_sim.sim.save_keys", disk_full)
+    with pytest.raises(HsmStorageError):
+        hsm.retire_key("k")
+    monkeypatch.undo()
+    assert not hsm.is_retired("k")
+    assert len(hsm.signer("k", KeyPurpose.CREDENTIAL_SIGNING).sign(b"still")) == 64
+    retire_event = [e for e in hsm.audit_log() if e.op is AuditOp.RETIRE_KEY][-1]
+    assert (retire_event.ok, retire_event.detail) == (False, "HsmStorageError")
+    assert not HsmSim(tmp_path / "hsm.json", PASS).is_retired("k")
+
+
+def test_audit_events_round_trip_through_json() -> None:
+    hsm = HsmSim()
+    hsm.create_master_key("m", factory_export=True)
+    hsm.factory_card_key("m", bytes(8))
+    hsm.create_key("k", KeyPurpose.CREDENTIAL_SIGNING)
+    hsm.signer("k", KeyPurpose.CREDENTIAL_SIGNING).sign(b"x")
+    hsm.retire_key("k")
+    events = hsm.audit_log()
+    assert [event_from_json(json.loads(json.dumps(event_to_json(e)))) for e in events] == events
+    with pytest.raises(ValueError):
+        event_from_json({"op": "sign"})
