@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hsm_sim import HsmSim, KeyPurpose, Signer
+from hsm_sim import Hsm, KeyPurpose, Signer
 from verifier.core.jwks import to_jwks
 from verifier.core.keys import kid_for
 from verifier.core.trust import TrustedKey, TrustStore
@@ -53,7 +53,7 @@ class IssuerKeys:
         return to_jwks(self.trusted_keys())
 
 
-def ensure_issuer_keys(hsm: HsmSim, credential_label: str, status_label: str) -> IssuerKeys:
+def ensure_issuer_keys(hsm: Hsm, credential_label: str, status_label: str) -> IssuerKeys:
     """Creates the two issuer keys in the HSM on first use and returns their signers."""
     if not hsm.has_key(credential_label):
         hsm.create_key(credential_label, KeyPurpose.CREDENTIAL_SIGNING)
@@ -70,7 +70,7 @@ def ensure_issuer_keys(hsm: HsmSim, credential_label: str, status_label: str) ->
 
 
 def embedded_trust_list(
-    hsm: HsmSim, root_label: str, keys: IssuerKeys, issuer: str, now: int, valid_s: int
+    hsm: Hsm, root_label: str, keys: IssuerKeys, issuer: str, now: int, valid_s: int
 ) -> tuple[ec.EllipticCurvePublicKey, bytes]:
     """Embedded default: root key in the same HSM; signs a fresh list (``seq`` = ``now``, so
     every restart publishes a newer list). Returns (root public key, trust list bytes)."""

@@ -24,7 +24,13 @@ class IssuerSettings:
     """
 
     database_url: str = "sqlite:///starcard.db"
+    hsm_backend: str = "sim"
+    """``sim`` (embedded hsm_sim), ``remote`` (hsm_sim server) or ``pkcs11``."""
     hsm_path: Path | None = None
+    hsm_socket: Path | None = None
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token: str | None = None
+    pkcs11_pin: str = field(default="", repr=False)
     hsm_passphrase: bytes = field(default=b"", repr=False)
     pii_key: bytes = field(default=b"", repr=False)
     issuer_id: str = "sc.example.cn"
@@ -65,7 +71,12 @@ class IssuerSettings:
         pii_key = bytes.fromhex(os.environ["STARCARD_PII_KEY"])
         return cls(
             database_url=os.environ.get("STARCARD_DATABASE_URL", cls.database_url),
+            hsm_backend=os.environ.get("STARCARD_HSM_BACKEND", "sim"),
             hsm_path=Path(os.environ.get("STARCARD_HSM_PATH", "starcard-hsm.json")),
+            hsm_socket=Path(s) if (s := os.environ.get("STARCARD_HSM_SOCKET")) else None,
+            pkcs11_module=os.environ.get("STARCARD_PKCS11_MODULE", cls.pkcs11_module),
+            pkcs11_token=os.environ.get("STARCARD_PKCS11_TOKEN"),
+            pkcs11_pin=os.environ.get("STARCARD_PKCS11_PIN", ""),
             hsm_passphrase=os.environ["STARCARD_HSM_PASSPHRASE"].encode(),
             pii_key=pii_key,
             public_base_url=os.environ.get("STARCARD_PUBLIC_URL", cls.public_base_url),

@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, create_engine, event
 
 from card_profiles.scp import CardChallenge, CardNotAuthentic, SessionKeys
-from hsm_sim import CardCryptogramMismatch, HsmSim
+from hsm_sim import CardCryptogramMismatch, Hsm, HsmSim
+from hsm_sim.client import RemoteHsm
+from hsm_sim.pkcs11_backend import Pkcs11Hsm
 from issuer.issuance import Issuance
 from issuer.keys import IssuerKeys, embedded_trust_list, ensure_issuer_keys
 from issuer.migrate import upgrade
@@ -34,7 +36,7 @@ class HsmCardKeys:
     :class:`hsm_sim.ExportNotAllowed` unless the master key was created exportable.
     """
 
-    hsm: HsmSim
+    hsm: Hsm
     label: str
     key_version: int
 
@@ -59,7 +61,7 @@ class HsmCardKeys:
         return self.hsm.factory_card_key(self.label, serial)
 
 
-def ensure_card_master_key(hsm: HsmSim, settings: IssuerSettings) -> HsmCardKeys:
+def ensure_card_master_key(hsm: Hsm, settings: IssuerSettings) -> HsmCardKeys:
     """Creates the card master key on first use (exportable per settings) and wraps it."""
     if not hsm.has_key(settings.card_master_key_label):
         hsm.create_master_key(
@@ -72,7 +74,7 @@ def ensure_card_master_key(hsm: HsmSim, settings: IssuerSettings) -> HsmCardKeys
 class IssuerContext:
     settings: IssuerSettings
     engine: Engine
-    hsm: HsmSim
+    hsm: Hsm
     keys: IssuerKeys
     policy: Policy
     vault: PiiVault
@@ -98,6 +100,22 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def open_hsm(settings: IssuerSettings) -> Hsm:
+    """The configured HSM backend: ``sim`` (embedded hsm_sim), ``remote`` (an hsm_sim server
+    over a Unix socket) or ``pkcs11`` (any PKCS#11 module; SoftHSM2 in tests)."""
+    if settings.hsm_backend == "sim":
+        return HsmSim(settings.hsm_path, passphrase=settings.hsm_passphrase)
+    if settings.hsm_backend == "remote":
+        if settings.hsm_socket is None:
+            raise RuntimeError("hsm_backend remote needs hsm_socket (STARCARD_HSM_SOCKET)")
+        return RemoteHsm(settings.hsm_socket)
+    if settings.hsm_backend == "pkcs11":
+        if settings.pkcs11_token is None:
+            raise RuntimeError("hsm_backend pkcs11 needs pkcs11_token (STARCARD_PKCS11_TOKEN)")
+        return Pkcs11Hsm(settings.pkcs11_module, settings.pkcs11_token, settings.pkcs11_pin)
+    raise RuntimeError(f"unknown hsm_backend {settings.hsm_backend!r}: sim, remote or pkcs11")
+
+
 def build_issuer(
     settings: IssuerSettings, *, migrate: bool = True, clock: Callable[[], float] = time.time
 ) -> IssuerContext:
@@ -105,7 +123,7 @@ def build_issuer(
     engine = make_engine(settings.database_url)
     if migrate:
         upgrade(engine)
-    hsm = HsmSim(settings.hsm_path, passphrase=settings.hsm_passphrase)
+    hsm = open_hsm(settings)
     keys = ensure_issuer_keys(hsm, settings.credential_key_label, settings.status_key_label)
     card_keys = ensure_card_master_key(hsm, settings)
     policy = load_policy(settings.policy_path or DEFAULT_POLICY)
@@ -118,7 +136,7 @@ def build_issuer(
 
 
 def load_trust_list(
-    settings: IssuerSettings, hsm: HsmSim, keys: IssuerKeys, now: int
+    settings: IssuerSettings, hsm: Hsm, keys: IssuerKeys, now: int
 ) -> tuple[ec.EllipticCurvePublicKey, bytes]:
     """The ceremony's trust list (checked against its root and our keys), or an embedded one.
 
