@@ -141,7 +141,8 @@ def test_not_eligible_without_consent_or_when_minor(
         issuer_ctx.issuance.personalize(
             new_session(issuer_ctx, tmp_path), no_consent, NOW, "clerk-1"
         )
-    minor = graded_subject(issuer_ctx, NOW, id_number="110105201001010010")
+    # a minor cannot even consent (the platform refuses it); eligibility says why too
+    minor = graded_subject(issuer_ctx, NOW, id_number="110105201001010010", consent=False)
     with issuer_ctx.engine.connect() as conn:
         result = check_eligibility(conn, minor, NOW.date())
     assert not result.eligible
