@@ -22,12 +22,13 @@ def audit(
 ) -> None:
     """Appends one event in the caller's transaction, so it commits or rolls back with it."""
     conn.execute(
-        insert(audit_events).values(
-            at=now,
-            actor=actor,
-            action=action,
-            subject_id=subject_id,
-            card_serial=card_serial,
-            detail=detail,
-        )
+        insert(audit_events),
+        {
+            "at": now,
+            "actor": actor,
+            "action": action,
+            "subject_id": subject_id,
+            "card_serial": card_serial,
+            "detail": detail,
+        },
     )

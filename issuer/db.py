@@ -40,6 +40,14 @@ subjects = Table(
     Column("consent_channel", String(32)),
     Column("consent_withdrawn_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # 0005: "individual" (GB 11643 number in id_number_*) or "organisation" (GB 32100 code in
+    # id_number_*, blind index over "uscc:" + code; birth_date is the placeholder 0001-01-01
+    # until the column may be null). Only individuals may consent or hold a card.
+    Column("kind", String(16), nullable=False, server_default=text("'individual'")),
+    # 0005: the staff reason for accepting a pilot-area USCC that fails its check.
+    Column("uscc_override_reason", Text),
+    # 0005: the channel through which consent was withdrawn (time in consent_withdrawn_at).
+    Column("consent_withdrawn_channel", String(32)),
 )
 
 records = Table(
@@ -132,3 +140,7 @@ audit_events = Table(
     Column("card_serial", String(16)),
     Column("detail", JSON, nullable=False),
 )
+
+# The credit platform's own tables (departments, record history, query log) join this
+# metadata when their module is imported; imported last because it imports ``metadata``.
+from issuer import db_platform as _db_platform  # noqa: E402, F401

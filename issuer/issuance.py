@@ -42,6 +42,7 @@ from card_profiles.starcard import AuthenticationBlocked, StarCardSession
 from issuer.audit import audit
 from issuer.db import cards, grades, records, subjects
 from issuer.keys import IssuerKeys
+from issuer.platform import PROGRAMME_MIN_AGE
 from issuer.publisher import publish
 from issuer.settings import IssuerSettings
 from verifier.core.challenge import begin, challenge_bytes
@@ -49,8 +50,6 @@ from verifier.core.credential import CredentialClaims, issue_credential
 from verifier.core.errors import Suspended
 from verifier.core.status_list import MIN_ENTRIES, StatusListCache
 from verifier.core.verify import verify_card
-
-ADULT_AGE = 18
 
 
 class IssuanceError(RuntimeError):
@@ -130,10 +129,12 @@ def check_eligibility(conn: Connection, subject_id: str, today: dt.date) -> Elig
     subject = conn.execute(select(subjects).where(subjects.c.id == subject_id)).first()
     if subject is None:
         return Eligibility(False, ("no such person is registered",), 0)
+    if subject.kind != "individual":
+        return Eligibility(False, ("organisations cannot hold the star card (it is personal)",), 0)
     reasons = []
     born = subject.birth_date
     age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-    if age < ADULT_AGE:
+    if age < PROGRAMME_MIN_AGE:
         reasons.append("the star card is for adults (18 or older)")
     if subject.consent_given_at is None or subject.consent_withdrawn_at is not None:
         reasons.append("no consent to the star programme is on file")
@@ -149,6 +150,9 @@ def check_eligibility(conn: Connection, subject_id: str, today: dt.date) -> Elig
         )
     ).first()
     if pending is not None:
+        # Conservative on purpose: while an objection is open the stored grade is provisional
+        # (the disputed record does not count), so no card is issued at a level that the
+        # decision may take back.
         reasons.append("an objection is being verified; issue after it is decided")
     active = conn.execute(
         select(cards.c.serial).where(cards.c.subject_id == subject_id, cards.c.state == "active")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from issuer.api import create_app
+from issuer.db import audit_events, subjects
+from issuer.db_rights import card_status_events
 from issuer.wiring import IssuerContext
 from tests.conftest import NOW
 from tests.helpers import factory_session, graded_subject
@@ -96,3 +101,110 @@ def test_citizen_page_does_not_distinguish_unknown_and_revoked(
     revoked = c.get(f"/c/{issued.qr_token}")
     assert revoked.text == unknown.text
     assert revoked.status_code == unknown.status_code == 200
+
+
+def _number_born(day: str) -> str:
+    body = f"110105{day}123"
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, weights, strict=True)) % 11]
+
+
+def test_organisations_by_uscc_with_a_staff_override_for_pilot_codes(
+    issuer_ctx: IssuerContext,
+) -> None:
+    c = client(issuer_ctx)
+
+    def register(uscc: str, reason: str | None = None) -> Any:
+        body = {"uscc": uscc, "name": "某某公司", "check_override_reason": reason}
+        return c.post("/v1/organisations", json=body, headers=STAFF)
+
+    first = register("91110000600037341L")
+    assert first.status_code == 201
+    assert register("91110000600037341l").json() == first.json()  # same code, same subject
+    assert register("N2520113MA6H00003A").status_code == 201  # letter prefix
+    wrong = register("91110000600037341M")
+    assert wrong.status_code == 422 and "check character" in wrong.json()["detail"]
+    pilot = "91350100M0001TGQXM"
+    assert register(pilot).status_code == 422
+    assert register(pilot, "   ").status_code == 422
+    accepted = register(pilot, "早期试点代码，经市场监管局书面核实")
+    assert accepted.status_code == 201
+    subject = accepted.json()["subject_id"]
+    with issuer_ctx.engine.connect() as conn:
+        events = conn.execute(
+            select(audit_events.c.actor, audit_events.c.detail).where(
+                audit_events.c.action == "subject.uscc_check_overridden"
+            )
+        ).all()
+        row = conn.execute(select(subjects).where(subjects.c.id == subject)).one()
+    assert [(e.actor, e.detail["reason"]) for e in events] == [
+        ("staff", "早期试点代码，经市场监管局书面核实")
+    ]
+    assert row.kind == "organisation" and row.uscc_override_reason is not None
+    assert pilot.encode() not in row.id_number_enc  # encrypted at rest
+    # the star card is personal: no consent, not eligible
+    refused = c.post(f"/v1/subjects/{subject}/consent", json={"channel": "counter"}, headers=STAFF)
+    assert refused.status_code == 422 and "organisations" in refused.json()["detail"]
+    eligibility = c.get(f"/v1/subjects/{subject}/eligibility", headers=STAFF).json()
+    assert eligibility["eligible"] is False
+    assert "organisations" in eligibility["reasons"][0]
+
+
+def test_consent_is_for_adults_only(sqlite_issuer: IssuerContext) -> None:
+    c = client(sqlite_issuer)
+    today = dt.date.today()
+    try:
+        adult_birthday = today.replace(year=today.year - 18)
+    except ValueError:  # 29 February
+        adult_birthday = dt.date(today.year - 18, 2, 28)
+    minor_birthday = adult_birthday + dt.timedelta(days=1)
+    minor, adult = (
+        c.post(
+            "/v1/subjects",
+            json={"id_number": _number_born(day.strftime("%Y%m%d")), "name": "小明"},
+            headers=STAFF,
+        ).json()["subject_id"]
+        for day in (minor_birthday, adult_birthday)
+    )
+    refused = c.post(f"/v1/subjects/{minor}/consent", json={"channel": "app"}, headers=STAFF)
+    assert refused.status_code == 422
+    assert (
+        f"can consent from {(today + dt.timedelta(days=1)).isoformat()}" in refused.json()["detail"]
+    )
+    given = c.post(f"/v1/subjects/{adult}/consent", json={"channel": "app"}, headers=STAFF)
+    assert given.status_code == 204
+    missing = c.post("/v1/subjects/Snope/consent", json={"channel": "app"}, headers=STAFF)
+    assert missing.status_code == 404
+
+
+def test_consent_withdrawal_records_time_and_channel_and_asks_for_revocation(
+    issuer_ctx: IssuerContext,
+) -> None:
+    c = client(issuer_ctx)
+    subject = graded_subject(issuer_ctx, NOW)
+    assert c.get(f"/v1/subjects/{subject}/eligibility", headers=STAFF).json()["eligible"]
+    url = f"/v1/subjects/{subject}/consent/withdrawal"
+    first = c.post(url, json={"channel": "app"}, headers=STAFF)
+    assert first.status_code == 200 and first.json() == {"withdrawn": True}
+    assert c.post(url, json={"channel": "app"}, headers=STAFF).json() == {"withdrawn": False}
+    eligibility = c.get(f"/v1/subjects/{subject}/eligibility", headers=STAFF).json()
+    assert eligibility["eligible"] is False
+    assert any("consent" in r for r in eligibility["reasons"])
+    view = c.get(f"/v1/subjects/{subject}?purpose=撤回核对", headers=STAFF).json()["consent"]
+    assert view["withdrawn_channel"] == "app" and view["withdrawn_at"] is not None
+    assert view["channel"] == "counter"
+    with issuer_ctx.engine.connect() as conn:
+        events = conn.execute(select(card_status_events)).all()
+    assert [(e.subject_id, e.kind, e.reason, e.stars) for e in events] == [
+        (subject, "revoke", "consent_withdrawn", 0)
+    ]
+    never = c.post(
+        "/v1/subjects", json={"id_number": "440524188001010014", "name": "王五"}, headers=STAFF
+    ).json()["subject_id"]
+    nothing = c.post(
+        f"/v1/subjects/{never}/consent/withdrawal", json={"channel": "app"}, headers=STAFF
+    )
+    assert nothing.status_code == 422 and "nothing to withdraw" in nothing.json()["detail"]
+    # consent given again starts afresh
+    c.post(f"/v1/subjects/{subject}/consent", json={"channel": "counter"}, headers=STAFF)
+    assert c.get(f"/v1/subjects/{subject}/eligibility", headers=STAFF).json()["eligible"]
