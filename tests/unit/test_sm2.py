@@ -176,10 +176,11 @@ def test_sm2_alg_is_private_use_and_parses() -> None:
         verify_sign1(es256, key)
 
 
-def test_sm2_keys_are_not_trusted_until_the_trust_store_enables_them() -> None:
+def test_sm2_keys_are_trusted_only_as_sm2_keys() -> None:
     key = Sm2PublicKey(G)
+    assert TrustedKey(kid_for(key), "SM2SM3", "credential", key, 0, 1).alg == "SM2SM3"
     with pytest.raises(ValueError):
-        TrustedKey(kid_for(key), "SM2SM3", "credential", key, 0, 1)
+        TrustedKey(kid_for(key), "ES256", "credential", key, 0, 1)  # algorithm substitution
 
 
 @needs_openssl
@@ -261,3 +262,54 @@ def test_our_sm2_sign1_verifies_in_openssl(tmp_path: Path) -> None:
     tbs = sig_structure(msg.protected_bytes, msg.payload)
     assert key.verifies(tbs, msg.signature)
     assert not key.verifies(tbs + b"x", msg.signature)
+
+
+@needs_backend
+def test_sm2_signed_credential_verifies_end_to_end() -> None:
+    """An issuer on SM2-with-SM3: the same credential format, checked by verify_card."""
+    from tests.unit.test_verify import NOW, STATUS, YEAR, VirtualCard
+    from verifier.core.challenge import begin, challenge_bytes
+    from verifier.core.credential import CredentialClaims, issue_credential, qr_token_binding
+    from verifier.core.status_list import (
+        MIN_ENTRIES,
+        StatusList,
+        StatusListCache,
+        issue_status_list,
+    )
+    from verifier.core.trust import TrustStore
+    from verifier.core.verify import verify_card
+
+    issuer = GmsslSigner()
+    card = VirtualCard()
+    trust = TrustStore(
+        [
+            TrustedKey(
+                kid_for(issuer.public_key()), "SM2SM3", "credential", issuer.public_key(),
+                NOW - YEAR, NOW + YEAR,
+            ),
+            TrustedKey.for_public_key(STATUS.public_key(), "status_list", NOW - YEAR, NOW + YEAR),
+        ]
+    )  # fmt: skip
+    claims = CredentialClaims(
+        iss="sc.example.cn", iat=NOW, nbf=NOW, exp=NOW + YEAR, cti=bytes(8),
+        card_key=card.point(), status_idx=1, status_uri="https://sc.example.cn/s/1",
+        star_level=5, policy_version="2026.1", profile="starcard-v1",
+        qr_hash=qr_token_binding("t"),
+    )  # fmt: skip
+    credential = issue_credential(claims, issuer, kid_for(issuer.public_key()))
+    cache = StatusListCache()
+    cache.accept(
+        issue_status_list(
+            StatusList(MIN_ENTRIES), "https://sc.example.cn/s/1", NOW - 60, NOW + 3600, 300,
+            STATUS, kid_for(STATUS.public_key()),
+        ),
+        trust,
+        NOW,
+    )  # fmt: skip
+    state = begin("t", b"c", NOW)
+    signature = card.internal_authenticate(challenge_bytes(state))
+    assert verify_card(credential, signature, state, trust, cache, NOW).star_level == 5
+    tampered = bytearray(credential)
+    tampered[-10] ^= 1
+    with pytest.raises(BadSignature):
+        verify_card(bytes(tampered), signature, state, trust, cache, NOW)

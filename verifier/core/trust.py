@@ -26,12 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from verifier.core.errors import TrustDataMissing, UntrustedKey
 from verifier.core.keys import KID_SIZE, IssuerPublicKey, kid_for
+from verifier.core.sm2 import Sm2PublicKey
 
 __all__ = ["KeyUse", "TrustStore", "TrustedKey"]
 
 KeyUse = Literal["credential", "status_list"]
 _USES: frozenset[str] = frozenset({"credential", "status_list"})
-_ALGS: frozenset[str] = frozenset({"ES256", "EdDSA"})
+_ALGS: frozenset[str] = frozenset({"ES256", "EdDSA", "SM2SM3"})
+"""SM2SM3 keys are accepted only as :class:`~verifier.core.sm2.Sm2PublicKey`; checking their
+signatures needs the optional ``[sm2]`` extra (else ``Sm2Unavailable``, verdict unknown)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class TrustedKey:
         if self.alg == "EdDSA":
             if not isinstance(self.public_key, ed25519.Ed25519PublicKey):
                 raise ValueError("EdDSA keys must be Ed25519 public keys")
+        elif self.alg == "SM2SM3":
+            if not isinstance(self.public_key, Sm2PublicKey):
+                raise ValueError("SM2SM3 keys must be SM2 public keys")
         elif not isinstance(self.public_key, ec.EllipticCurvePublicKey) or not isinstance(
             self.public_key.curve, ec.SECP256R1
         ):
