@@ -219,6 +219,9 @@ def main() -> None:
         metrics.update(bench_inprocess(ctx, work, 300 if quick else 2000))
         metrics.update(bench_pcsc(ctx, work, 100 if quick else 200, 3 if quick else 10))
         metrics.update(bench_profiles(bytes(metrics["credential_bytes"]["value"])))
+    from bench.grade import run as run_grading
+
+    metrics.update(run_grading(quick))
     result = {"machine": machine(), "quick": quick, "metrics": metrics}
     out.write_text(json.dumps(result, indent=2) + "\n")
     for name, m in metrics.items():

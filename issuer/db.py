@@ -143,4 +143,6 @@ audit_events = Table(
 
 # The credit platform's own tables (departments, record history, query log) join this
 # metadata when their module is imported; imported last because it imports ``metadata``.
+from issuer import db_grading as _db_grading  # noqa: E402, F401
 from issuer import db_platform as _db_platform  # noqa: E402, F401
+from issuer import db_rights as _db_rights  # noqa: E402, F401

@@ -4,25 +4,27 @@ Tables (on :data:`issuer.db.metadata`; migration ``0004_grading`` creates exactl
 
 - ``policy_documents``: every policy file that ever graded, by SHA-256, with its full text,
   so that any stored grade can be reproduced even after the file left the policy folder;
+- ``policy_points``: the catalogue of each of those files, (hash, category, direction,
+  severity) -> signed points, which the grading statement joins;
 - ``grade_runs``: one row per grading run (full or incremental): policy, ``as_of``, time and
   number of subjects, the log of this automated decision-making (PIPL Art. 24).
 
 The statement. :func:`grade_statements` builds two ``INSERT ... SELECT`` into ``grades``:
 
-1. ``records`` joined to two small derived tables made from the policy (``UNION ALL`` of
-   bound literals, so no policy table has to be kept in sync): the *catalogue*
-   (category, direction, severity -> signed points) and the *periods* (direction, severity,
-   decision-date range of the regime -> ``expired_on_or_before``). A ``CASE`` gives each
-   record its reason (``not_in_catalogue``, ``withdrawn``, ``repaired``, ``archived``,
-   ``objection``, ``future``, ``expired``, ``no_points``, ``counts``); ``GROUP BY
-   subject_id`` sums the counted points and concatenates the per-record verdicts; ``CASE``
-   over the policy's bands gives class and stars.
+1. ``records LEFT JOIN policy_points`` (this policy's hash). A ``CASE`` gives each record its
+   reason (``not_in_catalogue``, ``withdrawn``, ``repaired``, ``archived``, ``objection``,
+   ``future``, ``expired``, ``no_points``, ``counts``); ``GROUP BY subject_id`` sums the
+   counted points and concatenates the per-record verdicts; ``CASE`` over the policy's bands
+   gives class and stars.
 2. Subjects without any record get the base score (an anti-join).
 
-Date arithmetic. No date arithmetic runs in SQL: a record's effect ends on
-``decision_date + max_days`` and it is expired at ``as_of`` iff ``decision_date <= as_of -
-max_days``; ``as_of - max_days`` is computed in Python once per period row and bound as a
-date. Dates compare the same way on both databases (PostgreSQL ``date``; SQLite ISO text).
+Date arithmetic. None runs in SQL. A record's effect ends on ``decision_date + max_days``, so
+it is expired at ``as_of`` iff ``decision_date <= as_of - max_days``. The cut-off dates
+``as_of - max_days`` are computed in Python, one per (direction, regime, severity), bound as
+date parameters and chosen per record by a ``CASE`` on its direction, decision date (regime
+start dates) and severity (:func:`expired_on_or_before`). Dates then only compare, which both
+databases do the same way (PostgreSQL ``date``; SQLite ISO text); no ``date()`` /
+``interval`` whose month and overflow rules differ.
 
 The stored explanation (``grades.explanation``) is a JSON object ``{"<record id>": [points,
 "<reason code>"], ...}``: one entry per record of the subject, built by the same statement.
@@ -57,6 +59,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -146,6 +149,19 @@ def _as_json_pg(element: _AsJson, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(_AsJson)
 def _as_json_default(element: _AsJson, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.clauses, **kw)
+
+
+def insert_new(dialect: str, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` into ``table`` (rows whose key exists are skipped).
+
+    Raises:
+        ValueError: a database other than SQLite or PostgreSQL.
+    """
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise ValueError(f"grading runs on SQLite and PostgreSQL, not {dialect}")
 
 
 def policy_point_rows(policy: Policy) -> list[dict[str, object]]:

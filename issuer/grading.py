@@ -2,8 +2,11 @@
 
 Two implementations of one rule set:
 
-- :func:`grade_all` and :func:`regrade` grade set-based in SQL (see
-  :mod:`issuer.db_grading`): all subjects, or only the affected ones after a change. The
+- set-based SQL (:mod:`issuer.db_grading`): :func:`grade_all` grades every subject;
+  :func:`regrade` only the affected ones after a change and returns their explanations;
+  :func:`refresh_grades` is the same without building explanation objects (batches);
+  :func:`due_for_regrade` finds the subjects whose grade time or unannounced record changes
+  may have made stale; :func:`load_grade` reads a stored grade with its explanation. The
   stored grade carries the policy version and the policy file's hash; the policy text is kept
   in ``policy_documents``; every run is logged in ``grade_runs``.
 - :func:`grade_records` is the pure reference for one subject. A property test holds the two
@@ -29,7 +32,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, text
-from sqlalchemy.exc import IntegrityError
 
 from issuer.db import grades, records, subjects
 from issuer.db_grading import (
@@ -37,6 +39,7 @@ from issuer.db_grading import (
     due_statement,
     grade_runs,
     grade_statements,
+    insert_new,
     policy_documents,
     policy_point_rows,
     policy_points,
@@ -202,28 +205,24 @@ def register_policy(conn: Connection, policy: Policy, now: dt.datetime) -> None:
     """Stores the policy text and its points under the file's hash (once): the grading SQL
     joins ``policy_points``, and a grade can always be reproduced from ``policy_documents``.
 
-    Safe against a concurrent registration of the same file (the primary key decides).
+    Idempotent and safe against a concurrent registration of the same file (``INSERT ... ON
+    CONFLICT DO NOTHING``: the primary key decides, no savepoint needed).
     """
     known = select(policy_documents.c.sha256).where(policy_documents.c.sha256 == policy.sha256)
     if conn.execute(known).first() is not None:
         return
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(policy_documents).values(
-                    sha256=policy.sha256,
-                    version=policy.version,
-                    effective_from=policy.effective_from,
-                    document=policy.text,
-                    registered_at=now,
-                )
-            )
-            conn.execute(insert(policy_points), policy_point_rows(policy))
-    except IntegrityError:
-        if conn.execute(known).first() is None:
-            raise
-        return
-    if conn.dialect.name == "postgresql":
+    dialect = conn.dialect.name
+    added = conn.execute(
+        insert_new(dialect, policy_documents).values(
+            sha256=policy.sha256,
+            version=policy.version,
+            effective_from=policy.effective_from,
+            document=policy.text,
+            registered_at=now,
+        )
+    )
+    conn.execute(insert_new(dialect, policy_points), policy_point_rows(policy))
+    if added.rowcount == 1 and dialect == "postgresql":
         # Statistics for the new rows now, not at the next autovacuum: without them the
         # planner takes the table for empty and scans it once per record.
         conn.execute(text("ANALYZE policy_points"))
@@ -364,7 +363,7 @@ def _load(conn: Connection, policy: Policy, subject_ids: Sequence[str]) -> dict[
         lines = []
         for record in rows[grade.subject_id]:
             verdict = explanation.get(str(record.id))
-            if not isinstance(verdict, list) or len(verdict) != 2:
+            if not isinstance(verdict, list) or len(verdict) != 2 or verdict[1] not in REASONS:
                 raise GradingError(
                     f"record {record.id} of {grade.subject_id} is not in its stored grade: "
                     "re-grade the subject"

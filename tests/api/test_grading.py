@@ -429,3 +429,29 @@ def test_due_for_regrade_finds_subjects_changed_by_time_or_by_records(
         full = stored(conn)
     # S4 (no records) kept its AS_OF grade; otherwise the incremental state is the full one
     assert [r[:6] for r in incremental] == [r[:6] for r in full]
+
+
+def test_migration_creates_exactly_the_grading_tables(issuer_ctx: IssuerContext) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from issuer.db import metadata
+
+    mine = {"policy_documents", "policy_points", "grade_runs"}
+    with issuer_ctx.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+
+    def table_of(diff: Any) -> str | None:
+        item = diff[0] if isinstance(diff, list) else diff
+        for part in item[1:]:
+            name = getattr(part, "name", None) if not isinstance(part, str) else None
+            table = getattr(part, "table", None)
+            if table is not None and getattr(table, "name", None):
+                return str(table.name)
+            if name in mine:
+                return str(name)
+            if isinstance(part, str) and part in mine:
+                return part
+        return None
+
+    assert [d for d in diffs if table_of(d) in mine] == []
