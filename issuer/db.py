@@ -8,6 +8,8 @@ Invariants held by the database itself, not only by code:
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     Column,
@@ -26,6 +28,14 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+
+def unique_where(name: str, column: Column[Any], condition: str) -> Index:
+    """A partial unique index (``condition`` holds on at most one row per ``column`` value),
+    the same on SQLite and PostgreSQL: the database, not only code, enforces the rule."""
+    where = text(condition)
+    return Index(name, column, unique=True, sqlite_where=where, postgresql_where=where)
+
 
 subjects = Table(
     "subjects",
@@ -111,13 +121,7 @@ cards = Table(
     UniqueConstraint("status_list_id", "status_idx", name="uq_cards_status_entry"),
 )
 
-Index(
-    "uq_cards_one_active_per_subject",
-    cards.c.subject_id,
-    unique=True,
-    sqlite_where=text("state = 'active'"),
-    postgresql_where=text("state = 'active'"),
-)
+unique_where("uq_cards_one_active_per_subject", cards.c.subject_id, "state = 'active'")
 
 status_lists = Table(
     "status_lists",

@@ -28,9 +28,9 @@ from sqlalchemy import (
     text,
 )
 
-from issuer.db import metadata
+from issuer.db import metadata, unique_where
 
-_OPEN = text("status = 'open'")
+_OPEN = "status = 'open'"
 
 card_status_events = Table(
     "card_status_events",
@@ -87,19 +87,11 @@ objections = Table(
     ),
     CheckConstraint("status IN ('open', 'closed')", name="ck_objections_status"),
 )
-Index(
-    "uq_objections_one_open_per_record",
-    objections.c.record_id,
-    unique=True,
-    sqlite_where=_OPEN,
-    postgresql_where=_OPEN,
-)
-Index(
+unique_where("uq_objections_one_open_per_record", objections.c.record_id, _OPEN)
+unique_where(
     "uq_objections_one_open_evaluation",
     objections.c.subject_id,
-    unique=True,
-    sqlite_where=text("status = 'open' AND target = 'evaluation'"),
-    postgresql_where=text("status = 'open' AND target = 'evaluation'"),
+    "status = 'open' AND target = 'evaluation'",
 )
 Index("ix_objections_status_due", objections.c.status, objections.c.due_on)
 
@@ -135,12 +127,8 @@ repair_requests = Table(
         "status IN ('pending', 'granted', 'refused', 'moot')", name="ck_repair_requests_status"
     ),
 )
-Index(
-    "uq_repair_requests_one_pending_per_record",
-    repair_requests.c.record_id,
-    unique=True,
-    sqlite_where=text("status = 'pending'"),
-    postgresql_where=text("status = 'pending'"),
+unique_where(
+    "uq_repair_requests_one_pending_per_record", repair_requests.c.record_id, "status = 'pending'"
 )
 
 list_entries = Table(
@@ -204,13 +192,7 @@ review_requests = Table(
     Column("decided_at", DateTime(timezone=True)),
     CheckConstraint("status IN ('open', 'decided')", name="ck_review_requests_status"),
 )
-Index(
-    "uq_review_requests_one_open_per_subject",
-    review_requests.c.subject_id,
-    unique=True,
-    sqlite_where=_OPEN,
-    postgresql_where=_OPEN,
-)
+unique_where("uq_review_requests_one_open_per_subject", review_requests.c.subject_id, _OPEN)
 
 RIGHTS_TABLES = (
     card_status_events,
