@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -25,10 +25,13 @@ from sqlalchemy import select
 from issuer.changes import after_records_changed
 from issuer.db import cards
 from issuer.departments import NotAuthenticated, authenticate
-from issuer.events import regrade_and_announce
+from issuer.events import RightsConflict, RightsError, RightsNotFound, regrade_and_announce
+from issuer.grading import GradingError
+from issuer.grading import UnknownSubject as GradingUnknownSubject
 from issuer.identity import InvalidIdentityNumber
 from issuer.ingest import ConcurrentDelivery, Mode, Problem, RowResult, Status, ingest, raw_row
 from issuer.issuance import IssuanceError, check_eligibility
+from issuer.objections import ObjectionDesk
 from issuer.platform import (
     ORGANISATION,
     NewRecord,
@@ -129,6 +132,17 @@ class WithdrawalIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class ObjectionIn(BaseModel):
+    record_id: int | None = None
+    grounds: str = Field(min_length=1, max_length=4000)
+    filed_by: Literal["subject", "staff"] = "subject"
+
+
+class ObjectionDecisionIn(BaseModel):
+    outcome: Literal["upheld", "rejected", "objection_withdrawn"]
+    note: str = Field(min_length=1, max_length=4000)
+
+
 class RevokeIn(BaseModel):
     reason: str = Field(pattern="^(lost|stolen|damaged|consent_withdrawn|downgraded|other)$")
 
@@ -214,6 +228,48 @@ def create_app(
     async def _refused(_: Request, exc: Exception) -> JSONResponse:
         status = 404 if isinstance(exc, UnknownSubject) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RightsError)
+    @app.exception_handler(GradingError)
+    async def _rights(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RightsNotFound | GradingUnknownSubject):
+            status = 404
+        elif isinstance(exc, RightsConflict):
+            status = 409
+        else:
+            status = 422
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.post("/v1/subjects/{subject_id}/objections", status_code=201)
+    def file_objection(subject_id: str, body: ObjectionIn, actor: Staff) -> dict[str, int]:
+        """Files an objection (for the citizen at the counter, or by staff); the record stops
+        counting at once and the subject is re-graded in the same transaction."""
+        with ctx.engine.begin() as conn:
+            objection_id = ObjectionDesk(ctx.policy).file(
+                conn,
+                subject_id,
+                record_id=body.record_id,
+                grounds=body.grounds,
+                filed_by=body.filed_by,
+                actor=actor,
+                now=now(),
+            )
+        return {"objection_id": objection_id}
+
+    @app.post("/v1/objections/{objection_id}/decision")
+    def decide_objection(
+        objection_id: int, body: ObjectionDecisionIn, actor: Staff
+    ) -> dict[str, Any]:
+        with ctx.engine.begin() as conn:
+            announced = ObjectionDesk(ctx.policy).decide(
+                conn, objection_id, body.outcome, body.note, actor, now()
+            )
+        return {
+            "score": announced.grade.score,
+            "class": announced.grade.grade_class,
+            "stars": announced.grade.stars,
+            "card_event": announced.kind,
+        }
 
     @app.exception_handler(ConcurrentDelivery)
     async def _concurrent(_: Request, exc: Exception) -> JSONResponse:

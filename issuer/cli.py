@@ -28,6 +28,8 @@ from issuer.departments import (
     list_departments,
     rotate_token,
 )
+from issuer.events import regrade_and_announce
+from issuer.grading import due_for_regrade
 from issuer.ingest import (
     IngestError,
     IngestSummary,
@@ -38,8 +40,11 @@ from issuer.ingest import (
     ingest,
     read_file,
 )
+from issuer.objections import ObjectionDesk
+from issuer.repair import RepairDesk
 from issuer.settings import IssuerSettings
 from issuer.wiring import IssuerContext, build_issuer, make_engine
+from issuer.workdays import local_date
 
 app = typer.Typer(help="StarCard issuer (credit platform and card issuance)", no_args_is_help=True)
 records_app = typer.Typer(help="Records delivered by departments", no_args_is_help=True)
@@ -286,3 +291,24 @@ def departments_list(ctx: typer.Context) -> None:
         state = "enabled" if department.disabled_at is None else "disabled"
         table.add_row(department.name, department.created_at.date().isoformat(), state)
     Console().print(table)
+
+
+@app.command("daily")
+def daily_jobs(ctx: typer.Context) -> None:
+    """The daily jobs, each in its own transaction: escalate objections past their deadlines,
+    end the effect of records whose maximum period has passed, re-grade stale grades (every
+    card change goes to the card-status outbox)."""
+    issuer = _context(ctx)
+    now = _now()
+    actor = _operator()
+    with issuer.engine.begin() as conn:
+        deadlines = ObjectionDesk(issuer.policy).escalate_overdue(conn, now, actor)
+    with issuer.engine.begin() as conn:
+        expiry = RepairDesk(issuer.policy).expire_effects(conn, now, actor)
+    with issuer.engine.begin() as conn:
+        due = due_for_regrade(conn, issuer.policy, local_date(now))
+        if due:
+            regrade_and_announce(conn, issuer.policy, due, now, reason="daily_regrade", actor=actor)
+    typer.echo(f"objections: {deadlines}")
+    typer.echo(f"effects ended: {expiry}")
+    typer.echo(f"re-graded: {len(due)} subject(s)")
