@@ -12,6 +12,7 @@ transaction as the read. Errors are mapped to HTTP in this module only.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -47,9 +48,11 @@ from issuer.platform import (
 )
 from issuer.publisher import current_token
 from issuer.query_log import QueryLogError, log_read
+from issuer.receipts import issue_receipt
 from issuer.settings import IssuerSettings
 from issuer.uscc import InvalidUscc
 from issuer.wiring import IssuerContext, build_issuer
+from issuer.workdays import local_date
 from verifier.core.trust_list import TRUST_LIST_TYP
 
 STATUS_LIST_MEDIA_TYPE = "application/statuslist+cwt"
@@ -375,12 +378,17 @@ def create_app(
                 conn, ctx.policy, [subject_id], at, reason="staff_regrade", actor=actor
             )
             result = announced[subject_id].grade
+        receipt = issue_receipt(
+            subject_id, result, ctx.policy, local_date(at), int(at.timestamp()), ctx.keys.credential
+        )
         return {
             "score": result.score,
             "class": result.grade_class,
             "stars": result.stars,
             "policy_version": ctx.policy.version,
+            "policy_hash": ctx.policy.sha256,
             "explanation": [line.as_dict() for line in result.lines],
+            "receipt": base64.b64encode(receipt).decode(),
         }
 
     @app.get("/v1/subjects/{subject_id}/eligibility")

@@ -62,3 +62,25 @@ def test_daily_jobs_run(sqlite_issuer: IssuerContext) -> None:
     result = CliRunner().invoke(cli, ["daily"], obj=sqlite_issuer)
     assert result.exit_code == 0, result.output
     assert "re-graded:" in result.output
+
+
+def test_grade_response_carries_a_verifiable_receipt(issuer_ctx: IssuerContext) -> None:
+    import base64
+
+    from issuer.grading import load_grade
+    from issuer.receipts import ReceiptMismatch, verify_receipt
+
+    subject = graded_subject(issuer_ctx, NOW)
+    c = TestClient(create_app(issuer_ctx.settings, "t", context=issuer_ctx))
+    body = c.post(f"/v1/subjects/{subject}/grade", headers=STAFF).json()
+    assert body["policy_hash"] == issuer_ctx.policy.sha256
+    receipt = base64.b64decode(body["receipt"])
+    public_key = issuer_ctx.keys.credential.public_key()
+    with issuer_ctx.engine.connect() as conn:
+        stored = load_grade(conn, issuer_ctx.policy, subject)
+    claims = verify_receipt(receipt, stored.lines, public_key, policy=issuer_ctx.policy)
+    assert claims.stars == body["stars"] == 3
+    import pytest
+
+    with pytest.raises(ReceiptMismatch):
+        verify_receipt(receipt, stored.lines[:-1], public_key)
