@@ -28,7 +28,7 @@ from hsm_sim.audit import AuditEvent, event_from_json
 from hsm_sim.errors import HsmTimeout, HsmUnavailable
 from hsm_sim.port import Hsm
 from hsm_sim.purpose import KeyPurpose
-from hsm_sim.signer import Signer
+from hsm_sim.signer import BoundSigner, Signer
 from hsm_sim.wire import (
     ProtocolError,
     decode_public_key,
@@ -160,7 +160,7 @@ class RemoteHsm:
 
     def signer(self, label: str, purpose: KeyPurpose) -> Signer:
         public_key = decode_public_key(self._call("signer", label=label, purpose=purpose.value))
-        return _RemoteSigner(self, label, purpose, public_key)
+        return BoundSigner(self._sign, label, purpose, public_key, "hsm_sim server")
 
     def _sign(self, label: str, purpose: KeyPurpose, data: bytes) -> bytes:
         if not isinstance(data, bytes):
@@ -204,40 +204,6 @@ class RemoteHsm:
             return [event_from_json(e) for e in result]
         except ValueError as exc:
             raise HsmUnavailable(f"HSM server sent a malformed audit event ({exc})") from None
-
-
-class _RemoteSigner:
-    """A :class:`Signer` whose key stays in the server process."""
-
-    def __init__(
-        self,
-        hsm: RemoteHsm,
-        label: str,
-        purpose: KeyPurpose,
-        public_key: ec.EllipticCurvePublicKey,
-    ) -> None:
-        self._hsm = hsm
-        self._label = label
-        self._purpose = purpose
-        self._public_key = public_key
-
-    @property
-    def algorithm(self) -> str:
-        return "ES256"
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._public_key
-
-    def sign(self, data: bytes) -> bytes:
-        """Sign in the server: 64-byte raw ``r || s`` over SHA-256(``data``), audited there."""
-        return self._hsm._sign(self._label, self._purpose, data)
-
-    def __repr__(self) -> str:
-        return f"<RemoteSigner {self._label!r} {self._purpose.value}>"
 
 
 def _bool(value: object) -> bool:

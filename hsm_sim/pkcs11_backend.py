@@ -80,7 +80,7 @@ from hsm_sim.pkcs11_objects import (
 )
 from hsm_sim.port import Hsm
 from hsm_sim.purpose import SIGNING_PURPOSES, KeyPurpose
-from hsm_sim.signer import Signer
+from hsm_sim.signer import BoundSigner, Signer
 from hsm_sim.sim import check_label
 from hsm_sim.worker import BoundedWorker
 
@@ -497,7 +497,7 @@ class Pkcs11Hsm:
 
         public_key = self._run("signer", check)
         self._log(AuditOp.GET_SIGNER, label, purpose, None)
-        return _Pkcs11Signer(self, label, purpose, public_key)
+        return BoundSigner(self._sign, label, purpose, public_key, "PKCS#11")
 
     def _sign(self, label: str, purpose: KeyPurpose, data: bytes) -> bytes:
         if not isinstance(data, bytes):
@@ -665,36 +665,6 @@ class Pkcs11Hsm:
         )
         with self._audit_lock:
             self._audit.append(event)
-
-
-class _Pkcs11Signer:
-    """A :class:`Signer` bound to one key of a :class:`Pkcs11Hsm`; holds no private key."""
-
-    def __init__(
-        self, hsm: Pkcs11Hsm, label: str, purpose: KeyPurpose, public_key: ec.EllipticCurvePublicKey
-    ) -> None:
-        self._hsm = hsm
-        self._label = label
-        self._purpose = purpose
-        self._public_key = public_key
-
-    @property
-    def algorithm(self) -> str:
-        return "ES256"
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._public_key
-
-    def sign(self, data: bytes) -> bytes:
-        """Sign on the token: 64-byte raw ``r || s`` over SHA-256(``data``), audited."""
-        return self._hsm._sign(self._label, self._purpose, data)
-
-    def __repr__(self) -> str:
-        return f"<Pkcs11Signer {self._label!r} {self._purpose.value}>"
 
 
 def _card_key_input(serial: bytes) -> bytes:

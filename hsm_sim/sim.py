@@ -64,7 +64,7 @@ from hsm_sim.errors import (
 )
 from hsm_sim.port import Hsm
 from hsm_sim.purpose import SIGNING_PURPOSES, KeyPurpose
-from hsm_sim.signer import Signer
+from hsm_sim.signer import BoundSigner, Signer
 from hsm_sim.storage import (
     AnyStoredKey,
     StoredKey,
@@ -236,7 +236,7 @@ class HsmSim:
         key = self._signing_key(label, purpose, AuditOp.GET_SIGNER)
         with self._lock:
             self._log(AuditOp.GET_SIGNER, label, purpose, None)
-        return _HsmSigner(self, label, purpose, key.private_key.public_key())
+        return BoundSigner(self._sign, label, purpose, key.private_key.public_key(), "hsm_sim")
 
     def scp_session(
         self,
@@ -383,40 +383,6 @@ class HsmSim:
                 card_serial=card_serial,
             )
         )
-
-
-class _HsmSigner:
-    """A :class:`Signer` bound to one key of an :class:`HsmSim`; holds no private key."""
-
-    def __init__(
-        self,
-        hsm: HsmSim,
-        label: str,
-        purpose: KeyPurpose,
-        public_key: ec.EllipticCurvePublicKey,
-    ) -> None:
-        self._hsm = hsm
-        self._label = label
-        self._purpose = purpose
-        self._public_key = public_key
-
-    @property
-    def algorithm(self) -> str:
-        return "ES256"
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._public_key
-
-    def sign(self, data: bytes) -> bytes:
-        """Sign through the HSM: 64-byte raw ``r || s`` over SHA-256(``data``), audited."""
-        return self._hsm._sign(self._label, self._purpose, data)
-
-    def __repr__(self) -> str:
-        return f"<HsmSigner {self._label!r} {self._purpose.value}>"
 
 
 def check_label(label: str) -> None:
