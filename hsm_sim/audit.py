@@ -54,6 +54,32 @@ class AuditEvent:
     data_sha256: str | None = None
     card_serial: str | None = None
 
+    @classmethod
+    def outcome(
+        cls,
+        time: float,
+        op: AuditOp,
+        label: str,
+        purpose: KeyPurpose | None,
+        error: type[Exception] | None,
+        data_sha256: str | None = None,
+        *,
+        detail: str = "",
+        card_serial: str | None = None,
+    ) -> AuditEvent:
+        """The event of an operation that succeeded (``error`` None, ``detail`` kept) or was
+        refused (``ok`` False, ``detail`` the error class name). Shared by every backend."""
+        return cls(
+            time=time,
+            op=op,
+            label=label,
+            purpose=purpose,
+            ok=error is None,
+            detail=detail if error is None else error.__name__,
+            data_sha256=data_sha256,
+            card_serial=card_serial,
+        )
+
 
 def event_to_json(event: AuditEvent) -> dict[str, Any]:
     """The JSON object of ``event`` (enum members as their values)."""

@@ -653,14 +653,14 @@ class Pkcs11Hsm:
         detail: str = "",
         card_serial: str | None = None,
     ) -> None:
-        event = AuditEvent(
-            time=self._clock(),
-            op=op,
-            label=label,
-            purpose=purpose,
-            ok=error is None,
-            detail=detail if error is None else error.__name__,
-            data_sha256=data_sha256,
+        event = AuditEvent.outcome(
+            self._clock(),
+            op,
+            label,
+            purpose,
+            error,
+            data_sha256,
+            detail=detail,
             card_serial=card_serial,
         )
         with self._audit_lock:

@@ -372,14 +372,14 @@ class HsmSim:
     ) -> None:
         """Append an audit event; the caller holds ``self._lock``."""
         self._audit.append(
-            AuditEvent(
-                time=self._clock(),
-                op=op,
-                label=label,
-                purpose=purpose,
-                ok=error is None,
-                detail=detail if error is None else error.__name__,
-                data_sha256=data_sha256,
+            AuditEvent.outcome(
+                self._clock(),
+                op,
+                label,
+                purpose,
+                error,
+                data_sha256,
+                detail=detail,
                 card_serial=card_serial,
             )
         )
