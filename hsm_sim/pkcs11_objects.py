@@ -44,6 +44,7 @@ _PURPOSE_CODES = {
     KeyPurpose.STATUS_LIST_SIGNING: 2,
     KeyPurpose.TRUST_LIST_ROOT: 3,
     KeyPurpose.CARD_KEY_DIVERSIFICATION: 4,
+    KeyPurpose.AUDIT_CHECKPOINT_SIGNING: 5,
 }
 _PURPOSES_BY_CODE = {code: purpose for purpose, code in _PURPOSE_CODES.items()}
 

@@ -14,9 +14,16 @@ class KeyPurpose(enum.Enum):
     STATUS_LIST_SIGNING = "status_list_signing"
     TRUST_LIST_ROOT = "trust_list_root"
     CARD_KEY_DIVERSIFICATION = "card_key_diversification"
+    AUDIT_CHECKPOINT_SIGNING = "audit_checkpoint_signing"
+    """Signs the issuer's audit-log checkpoints (head of its hash chain)."""
 
 
 #: Purposes whose keys may produce signatures through :meth:`HsmSim.signer`.
 SIGNING_PURPOSES = frozenset(
-    {KeyPurpose.CREDENTIAL_SIGNING, KeyPurpose.STATUS_LIST_SIGNING, KeyPurpose.TRUST_LIST_ROOT}
+    {
+        KeyPurpose.CREDENTIAL_SIGNING,
+        KeyPurpose.STATUS_LIST_SIGNING,
+        KeyPurpose.TRUST_LIST_ROOT,
+        KeyPurpose.AUDIT_CHECKPOINT_SIGNING,
+    }
 )

@@ -2,7 +2,7 @@
 
 Public: the JWKS, the signed status list (with ETag), the citizen status page. Staff: register
 persons and organisations, consent and its withdrawal, records, grade, eligibility, the
-subject view, revoke — behind the staff bearer token (roles come later). Departments: record
+subject view, revoke — each for the staff roles of ``docs/staff.md``. Departments: record
 batches, corrections and withdrawals, each department with its own bearer token and only for
 records whose source is its name (``docs/ingestion.md``).
 
@@ -15,14 +15,17 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from issuer.api_auth import Operator
+from issuer.api_auth import Operator, SupervisorName
+from issuer.api_cards import cards_router
+from issuer.api_rights import rights_router
+from issuer.api_staff import staff_router
 from issuer.changes import after_records_changed
 from issuer.db import cards
 from issuer.departments import NotAuthenticated, authenticate
@@ -32,7 +35,6 @@ from issuer.grading import UnknownSubject as GradingUnknownSubject
 from issuer.identity import InvalidIdentityNumber
 from issuer.ingest import ConcurrentDelivery, Mode, Problem, RowResult, Status, ingest, raw_row
 from issuer.issuance import IssuanceError, check_eligibility
-from issuer.objections import ObjectionDesk
 from issuer.platform import (
     ORGANISATION,
     NewRecord,
@@ -135,17 +137,6 @@ class WithdrawalIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class ObjectionIn(BaseModel):
-    record_id: int | None = None
-    grounds: str = Field(min_length=1, max_length=4000)
-    filed_by: Literal["subject", "staff"] = "subject"
-
-
-class ObjectionDecisionIn(BaseModel):
-    outcome: Literal["upheld", "rejected", "objection_withdrawn"]
-    note: str = Field(min_length=1, max_length=4000)
-
-
 class RevokeIn(BaseModel):
     reason: str = Field(pattern="^(lost|stolen|damaged|consent_withdrawn|downgraded|other)$")
 
@@ -219,6 +210,8 @@ def create_app(
     def now() -> dt.datetime:
         return dt.datetime.now(dt.UTC)
 
+    app.state.clock = now  # staff sessions expire by this clock (issuer.api_auth)
+
     @app.exception_handler(PlatformError)
     @app.exception_handler(InvalidIdentityNumber)
     @app.exception_handler(InvalidUscc)
@@ -238,37 +231,6 @@ def create_app(
         else:
             status = 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    @app.post("/v1/subjects/{subject_id}/objections", status_code=201)
-    def file_objection(subject_id: str, body: ObjectionIn, actor: Staff) -> dict[str, int]:
-        """Files an objection (for the citizen at the counter, or by staff); the record stops
-        counting at once and the subject is re-graded in the same transaction."""
-        with ctx.engine.begin() as conn:
-            objection_id = ObjectionDesk(ctx.policy).file(
-                conn,
-                subject_id,
-                record_id=body.record_id,
-                grounds=body.grounds,
-                filed_by=body.filed_by,
-                actor=actor,
-                now=now(),
-            )
-        return {"objection_id": objection_id}
-
-    @app.post("/v1/objections/{objection_id}/decision")
-    def decide_objection(
-        objection_id: int, body: ObjectionDecisionIn, actor: Staff
-    ) -> dict[str, Any]:
-        with ctx.engine.begin() as conn:
-            announced = ObjectionDesk(ctx.policy).decide(
-                conn, objection_id, body.outcome, body.note, actor, now()
-            )
-        return {
-            "score": announced.grade.score,
-            "class": announced.grade.grade_class,
-            "stars": announced.grade.stars,
-            "card_event": announced.kind,
-        }
 
     @app.exception_handler(ConcurrentDelivery)
     async def _concurrent(_: Request, exc: Exception) -> JSONResponse:
@@ -357,7 +319,7 @@ def create_app(
         return {"withdrawn": changed}
 
     @app.post("/v1/subjects/{subject_id}/records", status_code=201)
-    def create_record(subject_id: str, body: RecordIn, actor: Staff) -> dict[str, int]:
+    def create_record(subject_id: str, body: RecordIn, actor: SupervisorName) -> dict[str, int]:
         with ctx.engine.begin() as conn:
             record_id = add_record(
                 conn, ctx.policy, subject_id, NewRecord(**body.model_dump()), now(), actor
@@ -365,7 +327,7 @@ def create_app(
         return {"record_id": record_id}
 
     @app.post("/v1/subjects/{subject_id}/grade")
-    def grade(subject_id: str, actor: Staff) -> dict[str, Any]:
+    def grade(subject_id: str, actor: SupervisorName) -> dict[str, Any]:
         at = now()
         with ctx.engine.begin() as conn:
             subject_kind(conn, subject_id)
@@ -396,7 +358,7 @@ def create_app(
                 return {"eligible": False, "reasons": [reason], "stars": 0}
             fields = ("birth_date", "consent", "grade", "records")
             log_read(conn, at, actor, subject_id, "card eligibility check", fields, "api")
-            result = check_eligibility(conn, subject_id, at.date())
+            result = check_eligibility(conn, ctx.policy, subject_id, at.date())
         return {"eligible": result.eligible, "reasons": list(result.reasons), "stars": result.stars}
 
     @app.post("/v1/departments/records")
@@ -457,7 +419,7 @@ def create_app(
         return _single_result(results[0], summary.affected_subject_ids)
 
     @app.post("/v1/cards/{serial}/revoke", status_code=204)
-    def revoke(serial: str, body: RevokeIn, actor: Staff) -> None:
+    def revoke(serial: str, body: RevokeIn, actor: SupervisorName) -> None:
         ctx.issuance.revoke(serial, body.reason, now(), actor)
 
     @app.get("/c/{token}", response_class=HTMLResponse)
@@ -479,6 +441,9 @@ def create_app(
         )
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
+    app.include_router(cards_router(ctx, now))
+    app.include_router(rights_router(ctx, now))
+    app.include_router(staff_router(ctx, now))
     return app
 
 

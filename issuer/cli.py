@@ -21,6 +21,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from issuer.changes import after_records_changed
+from issuer.cli_audit import audit_app, staff_app
+from issuer.cli_cards import cards_app
 from issuer.departments import (
     DepartmentError,
     add_department,
@@ -40,6 +42,7 @@ from issuer.ingest import (
     ingest,
     read_file,
 )
+from issuer.lifecycle import apply_pending
 from issuer.objections import ObjectionDesk
 from issuer.repair import RepairDesk
 from issuer.settings import IssuerSettings
@@ -51,6 +54,9 @@ records_app = typer.Typer(help="Records delivered by departments", no_args_is_he
 departments_app = typer.Typer(help="Departments and their delivery tokens", no_args_is_help=True)
 app.add_typer(records_app, name="records")
 app.add_typer(departments_app, name="departments")
+app.add_typer(cards_app, name="cards")
+app.add_typer(audit_app, name="audit")
+app.add_typer(staff_app, name="staff")
 
 PROGRESS_FROM_BYTES = 1 << 20
 """Files at least this large get a progress bar."""
@@ -297,7 +303,7 @@ def departments_list(ctx: typer.Context) -> None:
 def daily_jobs(ctx: typer.Context) -> None:
     """The daily jobs, each in its own transaction: escalate objections past their deadlines,
     end the effect of records whose maximum period has passed, re-grade stale grades (every
-    card change goes to the card-status outbox)."""
+    card change goes to the card-status outbox), then apply the pending card status events."""
     issuer = _context(ctx)
     now = _now()
     actor = _operator()
@@ -312,3 +318,5 @@ def daily_jobs(ctx: typer.Context) -> None:
     typer.echo(f"objections: {deadlines}")
     typer.echo(f"effects ended: {expiry}")
     typer.echo(f"re-graded: {len(due)} subject(s)")
+    applied = apply_pending(issuer.engine, issuer.keys, issuer.settings, now, actor)
+    typer.echo(f"card status events applied: {len(applied)}")

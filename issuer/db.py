@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Date,
     DateTime,
@@ -45,7 +46,7 @@ subjects = Table(
     Column("id_number_index", LargeBinary(32), nullable=False, unique=True),
     Column("id_number_masked", String(18), nullable=False),
     Column("name_enc", LargeBinary, nullable=False),
-    Column("birth_date", Date, nullable=False),
+    Column("birth_date", Date),  # 0007: None for organisations (they have no birth date)
     Column("consent_given_at", DateTime(timezone=True)),
     Column("consent_channel", String(32)),
     Column("consent_withdrawn_at", DateTime(timezone=True)),
@@ -122,6 +123,10 @@ cards = Table(
 )
 
 unique_where("uq_cards_one_active_per_subject", cards.c.subject_id, "state = 'active'")
+# 0009: a suspended card is still the subject's card: at most one live (active or suspended).
+unique_where(
+    "uq_cards_one_live_per_subject", cards.c.subject_id, "state IN ('active', 'suspended')"
+)
 
 status_lists = Table(
     "status_lists",
@@ -143,10 +148,18 @@ audit_events = Table(
     Column("subject_id", String(32)),
     Column("card_serial", String(16)),
     Column("detail", JSON, nullable=False),
+    # 0008: the hash chain (``issuer.audit``): position, the previous event's hash, and
+    # SHA-256 over this event's canonical encoding (which includes ``prev_hash``).
+    Column("seq", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
 )
+Index("uq_audit_events_seq", audit_events.c.seq, unique=True)
 
 # The credit platform's own tables (departments, record history, query log) join this
 # metadata when their module is imported; imported last because it imports ``metadata``.
 from issuer import db_grading as _db_grading  # noqa: E402, F401
+from issuer import db_lifecycle as _db_lifecycle  # noqa: E402, F401
 from issuer import db_platform as _db_platform  # noqa: E402, F401
 from issuer import db_rights as _db_rights  # noqa: E402, F401
+from issuer import db_staff as _db_staff  # noqa: E402, F401

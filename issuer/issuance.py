@@ -1,13 +1,20 @@
-"""Card issuance: eligibility, personalization as a persisted state machine, revocation.
+"""Card issuance: the card side of personalization, replacement, revocation.
 
-Personalization steps, each persisted before the next card write::
+Personalization steps, each persisted (:mod:`issuer.card_jobs`) before the next card write::
 
     requested → card_key_generated → credential_signed → written → verified → active
 
-The card's status-list entry is SUSPENDED from ``credential_signed`` until ``active`` (the
-list is republished in the same transaction), so a card pulled out half-way never verifies.
-``active`` is guarded by a partial unique index: one active card per subject, enforced by
-the database.
+Eligibility (:mod:`issuer.eligibility`) is checked before anything is written and again under
+the subject's lock when the job starts. The card's status-list entry is SUSPENDED from
+``credential_signed`` until ``active``, so a card pulled out half-way never verifies.
+``active`` is guarded by partial unique indexes: one active (and one live: active or
+suspended) card per subject, enforced by the database. Starting a job gives up the person's
+other unfinished jobs (the newest request wins; the others stop with :class:`Superseded`).
+
+Replacement (``personalize(..., replaces=serial, replace_reason=...)``): allowed when the
+person's only live card is ``replaces``; the old card is revoked in the activation's
+transaction, before the new card becomes active, and the list is republished once: never two
+valid cards, and the one-live-card index is never violated.
 
 Card protection (``docs/card-starcard-v1.md``):
 
@@ -24,57 +31,72 @@ Card protection (``docs/card-starcard-v1.md``):
 * A re-run restarts cleanly whatever the card holds: a card still in PERSONALIZATION gets a
   new key; a card that reached SECURED before the database recorded ``active`` (power lost
   after SET LIFECYCLE) keeps the key recorded for this job and gets a new credential version.
+* The HSM unreachable at any step (:class:`hsm_sim.HsmUnavailable`): :class:`HsmUnreachable`,
+  the job stays in the state it reached, and a re-run once the HSM is back completes it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Engine, select
 
 from card_profiles.profiles import Lifecycle
 from card_profiles.scp import CardNotAuthentic, SecureChannelAuthenticator
 from card_profiles.starcard import AuthenticationBlocked, StarCardSession
-from issuer.audit import audit
-from issuer.db import cards, grades, records, subjects
+from hsm_sim import HsmUnavailable
+from issuer.card_jobs import (
+    FAULT_POINTS,
+    JOB_STATES,
+    REPLACE_REASONS,
+    CardJobs,
+    ReplaceReason,
+    refuse_issued,
+    set_card,
+)
+from issuer.db import cards
+from issuer.eligibility import Eligibility, check_eligibility, lock_subject
+from issuer.faults import fault_point
+from issuer.issuance_errors import (
+    CardCheckFailed,
+    CardRejected,
+    CardSwapped,
+    HsmUnreachable,
+    IssuanceError,
+    NotEligible,
+    Superseded,
+)
 from issuer.keys import IssuerKeys
-from issuer.platform import PROGRAMME_MIN_AGE
-from issuer.publisher import publish
+from issuer.policy import Policy
 from issuer.settings import IssuerSettings
 from verifier.core.challenge import begin, challenge_bytes
 from verifier.core.credential import CredentialClaims, issue_credential
 from verifier.core.errors import Suspended
-from verifier.core.status_list import MIN_ENTRIES, StatusListCache
+from verifier.core.status_list import StatusListCache
 from verifier.core.verify import verify_card
 
-
-class IssuanceError(RuntimeError):
-    """Issuance cannot go on; the message is meant for the clerk at the counter."""
-
-
-class NotEligible(IssuanceError):
-    def __init__(self, reasons: list[str]) -> None:
-        super().__init__("not eligible: " + "; ".join(reasons))
-        self.reasons = reasons
-
-
-class CardCheckFailed(IssuanceError):
-    """The card did not pass the self-check after writing; it is not activated."""
-
-
-class CardSwapped(IssuanceError):
-    """The card in the reader is not the one this personalization started with (serial or
-    ATR changed). Nothing was written to it; put the first card back and re-run."""
-
-
-class CardRejected(IssuanceError):
-    """This card cannot be personalized here: it failed mutual authentication (not keyed by
-    this issuer's master key), its secure channel is blocked, it is LOCKED or TERMINATED,
-    or it was secured by another personalization."""
+__all__ = [
+    "FAULT_POINTS",
+    "JOB_STATES",
+    "REPLACE_REASONS",
+    "CardCheckFailed",
+    "CardRejected",
+    "CardSwapped",
+    "Eligibility",
+    "HsmUnreachable",
+    "Issuance",
+    "IssuanceError",
+    "IssuedCard",
+    "NotEligible",
+    "ReplaceReason",
+    "Superseded",
+    "check_eligibility",
+]
 
 
 @dataclass(frozen=True)
@@ -84,23 +106,9 @@ class _CardIdentity:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """What the database already knows about this card's personalization."""
-
-    credential_version: int
-    card_public_key: bytes | None
-
-
-@dataclass(frozen=True)
-class Eligibility:
-    eligible: bool
-    reasons: tuple[str, ...]
-    stars: int
-
-
-@dataclass(frozen=True)
 class IssuedCard:
-    """The result handed to the clerk. ``access_code`` and ``qr_token`` are shown once."""
+    """The result handed to the clerk. ``access_code`` and ``qr_token`` are shown once.
+    ``replaced``: the serial of the card this one replaced (now revoked), if any."""
 
     serial: str
     subject_id: str
@@ -111,6 +119,7 @@ class IssuedCard:
     expires_at: dt.datetime
     apdu_count: int
     credential_version: int
+    replaced: str | None = None
 
 
 def hash_secret(value: str) -> str:
@@ -124,44 +133,6 @@ def qr_binding(qr_token: str) -> bytes:
     return hashlib.sha256(qr_token.encode()).digest()[:16]
 
 
-def check_eligibility(conn: Connection, subject_id: str, today: dt.date) -> Eligibility:
-    """Reasons are plain sentences a clerk can read aloud."""
-    subject = conn.execute(select(subjects).where(subjects.c.id == subject_id)).first()
-    if subject is None:
-        return Eligibility(False, ("no such person is registered",), 0)
-    if subject.kind != "individual":
-        return Eligibility(False, ("organisations cannot hold the star card (it is personal)",), 0)
-    reasons = []
-    born = subject.birth_date
-    age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-    if age < PROGRAMME_MIN_AGE:
-        reasons.append("the star card is for adults (18 or older)")
-    if subject.consent_given_at is None or subject.consent_withdrawn_at is not None:
-        reasons.append("no consent to the star programme is on file")
-    grade = conn.execute(select(grades).where(grades.c.subject_id == subject_id)).first()
-    stars = 0 if grade is None else int(grade.stars)
-    if grade is None:
-        reasons.append("the person has not been graded yet")
-    elif grade.grade_class != "A" or stars < 1:
-        reasons.append("the grade is not class A (star level)")
-    pending = conn.execute(
-        select(records.c.id).where(
-            records.c.subject_id == subject_id, records.c.objection_open != 0
-        )
-    ).first()
-    if pending is not None:
-        # Conservative on purpose: while an objection is open the stored grade is provisional
-        # (the disputed record does not count), so no card is issued at a level that the
-        # decision may take back.
-        reasons.append("an objection is being verified; issue after it is decided")
-    active = conn.execute(
-        select(cards.c.serial).where(cards.c.subject_id == subject_id, cards.c.state == "active")
-    ).first()
-    if active is not None:
-        reasons.append("the person already has an active card (use replacement)")
-    return Eligibility(not reasons, tuple(reasons), stars)
-
-
 class Issuance:
     """Personalizes and revokes cards. Collaborators are injected; the clock is ``now``."""
 
@@ -170,7 +141,7 @@ class Issuance:
         engine: Engine,
         keys: IssuerKeys,
         settings: IssuerSettings,
-        policy_version: str,
+        policy: Policy,
         random_index: Callable[[int], int] = secrets.randbelow,
         *,
         card_authenticator: SecureChannelAuthenticator,
@@ -178,42 +149,94 @@ class Issuance:
         self._engine = engine
         self._keys = keys
         self._settings = settings
-        self._policy_version = policy_version
-        self._random_index = random_index
+        self._policy = policy
         self._authenticator = card_authenticator
+        self._jobs = CardJobs(engine, keys, settings, random_index)
 
     def personalize(
-        self, session: StarCardSession, subject_id: str, now: dt.datetime, actor: str
+        self,
+        session: StarCardSession,
+        subject_id: str,
+        now: dt.datetime,
+        actor: str,
+        *,
+        replaces: str | None = None,
+        replace_reason: ReplaceReason | None = None,
     ) -> IssuedCard:
-        """Runs the whole personalization on the card in ``session``.
+        """Runs the whole personalization on the card in ``session``; re-run it on the same
+        card after any interruption (it continues or restarts cleanly).
+
+        ``replaces``: the serial of the person's live card that this card replaces; it is
+        revoked with ``replace_reason`` when this card is activated (same transaction).
 
         Raises:
-            NotEligible: the subject cannot get a card now (reasons attached).
-            CardRejected: the card is not ours, blocked, LOCKED/TERMINATED or secured by
-                another job; nothing was written.
+            NotEligible: the subject cannot get a card now, or ``replaces`` is not their only
+                live card (reasons attached).
+            IssuanceError: ``replace_reason`` missing or not one of :data:`REPLACE_REASONS`;
+                the card was already issued; it is being personalized for someone else.
+            CardRejected: the card is not ours, blocked, LOCKED/TERMINATED, secured by
+                another job or given up after a credential was signed; nothing was written.
             CardSwapped: another card is in the reader; nothing was written to it.
             CardCheckFailed: the written card did not verify; it stays inactive.
+            Superseded: a personalization for the same person started on another card.
+            HsmUnreachable: the HSM is down; the job waits in its state, re-run later.
             card_profiles.errors.CardError: the card was pulled or failed; the job's state
                 is persisted and a re-run restarts the card cleanly.
         """
+        if replaces is not None and replace_reason not in REPLACE_REASONS:
+            raise IssuanceError(
+                f"say why card {replaces} is replaced: one of {', '.join(REPLACE_REASONS)} "
+                "(a lost or stolen card is revoked first, then a new card is issued)"
+            )
         start_apdus = session.apdu_count
-        session.select()
-        card = _CardIdentity(session.serial(), session.atr())
+        serial: str | None = None
+        try:
+            session.select()
+            card = _CardIdentity(session.serial(), session.atr())
+            serial = card.serial.hex()
+            issued = self._personalize(
+                session, card, subject_id, now, actor, replaces, replace_reason
+            )
+        except HsmUnavailable as exc:
+            raise HsmUnreachable(
+                f"the HSM cannot be reached ({exc}); {self._jobs.kept_at(serial)}: "
+                "re-run the personalization when the HSM is back"
+            ) from exc
+        return dataclasses.replace(issued, apdu_count=session.apdu_count - start_apdus)
+
+    def _personalize(
+        self,
+        session: StarCardSession,
+        card: _CardIdentity,
+        subject_id: str,
+        now: dt.datetime,
+        actor: str,
+        replaces: str | None,
+        replace_reason: str | None,
+    ) -> IssuedCard:
         serial = card.serial.hex()
         lifecycle = session.lifecycle()
         if lifecycle not in (Lifecycle.PERSONALIZATION, Lifecycle.SECURED):
             raise CardRejected(f"card {serial} is {lifecycle.name}: it cannot be personalized")
         card_version = session.credential_version()
         with self._engine.connect() as conn:
-            eligibility = check_eligibility(conn, subject_id, now.date())
+            refuse_issued(conn, serial)
+            eligibility = check_eligibility(
+                conn, self._policy, subject_id, now.date(), replaces=replaces
+            )
         if not eligibility.eligible:
             raise NotEligible(list(eligibility.reasons))
         key_version = self._open_secure_channel(session, card)
         with self._engine.begin() as conn:
-            eligibility = check_eligibility(conn, subject_id, now.date())
+            lock_subject(conn, subject_id)
+            eligibility = check_eligibility(
+                conn, self._policy, subject_id, now.date(), replaces=replaces
+            )
             if not eligibility.eligible:
                 raise NotEligible(list(eligibility.reasons))
-            job = self._start_job(conn, serial, subject_id, eligibility.stars, now, actor)
+            job = self._jobs.start(conn, serial, subject_id, eligibility.stars, now, actor)
+            fault_point("issuance.start_job.before_commit")
+        fault_point("issuance.start_job.after_commit")
 
         if lifecycle is Lifecycle.PERSONALIZATION:
             self._check_same_card(session, card)
@@ -222,13 +245,14 @@ class Issuance:
             card_key = session.public_key()
             if job.card_public_key is None or bytes(job.card_public_key) != card_key:
                 raise CardRejected(f"card {serial} was secured by another personalization")
-        self._set_state(serial, "card_key_generated", now, card_public_key=card_key)
+        with self._jobs.step(serial, "requested", "card_key_generated", now) as conn:
+            set_card(conn, serial, card_public_key=card_key)
 
         version = max(job.credential_version, card_version) + 1
         qr_token = secrets.token_urlsafe(16)
         access_code = f"{secrets.randbelow(10**8):08d}"
         expires = now + dt.timedelta(days=self._settings.credential_valid_days)
-        with self._engine.begin() as conn:
+        with self._jobs.step(serial, "card_key_generated", "credential_signed", now) as conn:
             idx = conn.execute(
                 select(cards.c.status_idx).where(cards.c.serial == serial)
             ).scalar_one()
@@ -242,43 +266,36 @@ class Issuance:
                 status_idx=int(idx),
                 status_uri=self._settings.status_list_uri,
                 star_level=eligibility.stars,
-                policy_version=self._policy_version,
+                policy_version=self._policy.version,
                 profile=session.profile.name,
                 qr_hash=qr_binding(qr_token),
             )
             credential = issue_credential(claims, self._keys.credential, self._keys.credential_kid)
-            conn.execute(
-                update(cards)
-                .where(cards.c.serial == serial)
-                .values(
-                    state="credential_signed",
-                    credential=credential,
-                    credential_version=version,
-                    card_key_version=key_version,
-                    qr_token_hash=hashlib.sha256(qr_token.encode()).digest(),
-                    access_code_hash=hash_secret(access_code),
-                    expires_at=expires,
-                    updated_at=now,
-                )
+            set_card(
+                conn,
+                serial,
+                credential=credential,
+                credential_version=version,
+                card_key_version=key_version,
+                qr_token_hash=hashlib.sha256(qr_token.encode()).digest(),
+                access_code_hash=hash_secret(access_code),
+                expires_at=expires,
             )
-            status_token = self._publish(conn, now)
+            status_token = self._jobs.publish(conn, now)
 
         self._check_same_card(session, card)
         session.write_credential(credential, version)
-        self._set_state(serial, "written", now)
+        with self._jobs.step(serial, "credential_signed", "written", now):
+            pass
 
         self._self_check(session, credential, version, status_token, int(now.timestamp()))
-        self._set_state(serial, "verified", now)
+        with self._jobs.step(serial, "written", "verified", now):
+            pass
 
         if lifecycle is Lifecycle.PERSONALIZATION:
             self._check_same_card(session, card)
             session.secure()
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(cards).where(cards.c.serial == serial).values(state="active", updated_at=now)
-            )
-            self._publish(conn, now)
-            audit(conn, now, actor, "card.activated", subject_id=subject_id, card_serial=serial)
+        self._jobs.activate(serial, subject_id, now, actor, replaces, replace_reason)
         return IssuedCard(
             serial=serial,
             subject_id=subject_id,
@@ -287,8 +304,9 @@ class Issuance:
             qr_token=qr_token,
             access_code=access_code,
             expires_at=expires,
-            apdu_count=session.apdu_count - start_apdus,
+            apdu_count=0,
             credential_version=version,
+            replaced=replaces,
         )
 
     def _open_secure_channel(self, session: StarCardSession, card: _CardIdentity) -> int:
@@ -323,100 +341,23 @@ class Issuance:
             )
 
     def revoke(self, serial: str, reason: str, now: dt.datetime, actor: str) -> None:
-        """Revokes a card (lost, stolen, damaged, consent withdrawn...) and republishes."""
-        with self._engine.begin() as conn:
-            row = conn.execute(select(cards).where(cards.c.serial == serial)).first()
-            if row is None:
-                raise IssuanceError(f"no card {serial}")
-            conn.execute(
-                update(cards)
-                .where(cards.c.serial == serial)
-                .values(state="revoked", revoked_reason=reason, updated_at=now)
-            )
-            self._publish(conn, now)
-            audit(
-                conn,
-                now,
-                actor,
-                "card.revoked",
-                subject_id=row.subject_id,
-                card_serial=serial,
-                reason=reason,
-            )
+        """Revokes a card (lost, stolen, damaged, consent withdrawn...) and republishes.
+
+        Raises:
+            IssuanceError: no such card.
+            HsmUnreachable: the list could not be signed; nothing changed, revoke again later.
+        """
+        try:
+            self._jobs.revoke(serial, reason, now, actor)
+        except HsmUnavailable as exc:
+            raise HsmUnreachable(
+                f"the HSM cannot be reached ({exc}); card {serial} is not revoked yet: "
+                "revoke it again when the HSM is back"
+            ) from exc
 
     def publish_now(self, now: dt.datetime) -> bytes:
         with self._engine.begin() as conn:
-            return self._publish(conn, now)
-
-    def _publish(self, conn: Connection, now: dt.datetime) -> bytes:
-        return publish(
-            conn,
-            self._keys,
-            self._settings.status_list_id,
-            self._settings.status_list_uri,
-            int(now.timestamp()),
-            self._settings.status_list_valid_s,
-            self._settings.status_list_ttl_s,
-        )
-
-    def _start_job(
-        self,
-        conn: Connection,
-        serial: str,
-        subject_id: str,
-        stars: int,
-        now: dt.datetime,
-        actor: str,
-    ) -> _Job:
-        existing = conn.execute(select(cards).where(cards.c.serial == serial)).first()
-        if existing is not None:
-            if existing.state in ("active", "revoked"):
-                raise IssuanceError(f"card {serial} was already issued ({existing.state})")
-            if existing.subject_id != subject_id:
-                raise IssuanceError(f"card {serial} is being personalized for someone else")
-            conn.execute(
-                update(cards)
-                .where(cards.c.serial == serial)
-                .values(state="requested", stars=stars, updated_at=now)
-            )
-            audit(conn, now, actor, "card.restarted", subject_id=subject_id, card_serial=serial)
-            key = existing.card_public_key
-            return _Job(int(existing.credential_version), None if key is None else bytes(key))
-        taken = set(
-            conn.execute(
-                select(cards.c.status_idx).where(
-                    cards.c.status_list_id == self._settings.status_list_id
-                )
-            ).scalars()
-        )
-        if len(taken) >= MIN_ENTRIES:
-            raise IssuanceError("the status list is full: open a new list")
-        idx = self._random_index(MIN_ENTRIES)
-        while idx in taken:
-            idx = self._random_index(MIN_ENTRIES)
-        conn.execute(
-            insert(cards).values(
-                serial=serial,
-                subject_id=subject_id,
-                state="requested",
-                profile="starcard-v1",
-                status_list_id=self._settings.status_list_id,
-                status_idx=idx,
-                stars=stars,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        audit(conn, now, actor, "card.requested", subject_id=subject_id, card_serial=serial)
-        return _Job(0, None)
-
-    def _set_state(self, serial: str, state: str, now: dt.datetime, **values: object) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(cards)
-                .where(cards.c.serial == serial)
-                .values(state=state, updated_at=now, **values)
-            )
+            return self._jobs.publish(conn, now)
 
     def _self_check(
         self,

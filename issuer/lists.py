@@ -24,12 +24,8 @@ Every change is audited. Entries are never deleted (``removed_at``).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -37,19 +33,13 @@ from issuer.audit import audit
 from issuer.db import records, subjects
 from issuer.db_rights import list_entries, list_entry_measures
 from issuer.events import RightsConflict, RightsError, RightsNotFound, lock_subjects, new_id
-from issuer.policy import Policy
+from issuer.measures import DEFAULT_CATALOGUE as DEFAULT_CATALOGUE
+from issuer.measures import LIST_KINDS, Measure, MeasureCatalogue
+from issuer.measures import CatalogueError as CatalogueError
+from issuer.measures import load_catalogue as load_catalogue
+from issuer.policy import Policy, PolicyRegistry, policy_in_force
 from issuer.repair import effect_until
 from issuer.workdays import WorkCalendar, china_calendar, local_date
-
-ListKind = Literal["red", "black"]
-LIST_KINDS: tuple[str, ...] = get_args(ListKind)
-TARGETS = ("individual", "organisation")
-DEFAULT_CATALOGUE = Path(__file__).resolve().parent / "policy" / "measures" / "catalogue.toml"
-_MEASURE_KEYS = {"list", "targets", "measure", "basis", "implementing_unit", "mandatory"}
-
-
-class CatalogueError(ValueError):
-    """The measures catalogue file is not valid; the message names the file and the field."""
 
 
 class ListEntryRefused(RightsError):
@@ -66,82 +56,6 @@ class ExitConditionsNotMet(RightsConflict):
     def __init__(self, entry_id: int, reasons: tuple[str, ...]) -> None:
         super().__init__(f"entry {entry_id} cannot leave the list yet: " + "; ".join(reasons))
         self.reasons = reasons
-
-
-@dataclass(frozen=True)
-class Measure:
-    key: str
-    list_kind: str
-    targets: tuple[str, ...]
-    measure: str
-    basis: str
-    implementing_unit: str
-    mandatory: bool
-
-
-@dataclass(frozen=True)
-class MeasureCatalogue:
-    """The loaded catalogue; ``version`` is stored with every applied measure, ``sha256`` is
-    the file's hash (to tell two files claiming one version apart)."""
-
-    version: str
-    sha256: str
-    measures: Mapping[str, Measure]
-
-    def mandatory(self, list_kind: str, target: str) -> tuple[Measure, ...]:
-        """The mandatory measures for an entry of ``list_kind`` about a ``target`` subject."""
-        return tuple(
-            m
-            for _, m in sorted(self.measures.items())
-            if m.mandatory and m.list_kind == list_kind and target in m.targets
-        )
-
-
-def load_catalogue(path: Path = DEFAULT_CATALOGUE) -> MeasureCatalogue:
-    """Reads and validates the measures catalogue.
-
-    Raises:
-        CatalogueError: unreadable TOML, a missing or unknown field, an unknown list or
-            target, or a measure without its basis or implementing unit.
-    """
-    raw = path.read_bytes()
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CatalogueError(f"{path}: not valid UTF-8 TOML: {exc}") from None
-    version = data.get("version")
-    if not isinstance(version, str) or not version.strip():
-        raise CatalogueError(f"{path}: version must be a non-empty string")
-    table = data.get("measures")
-    if not isinstance(table, dict) or not table:
-        raise CatalogueError(f"{path}: [measures] must list at least one measure")
-    measures = {}
-    for key, item in table.items():
-        here = f"{path}: measures.{key}"
-        if not isinstance(item, dict):
-            raise CatalogueError(f"{here} must be a table")
-        if set(item) != _MEASURE_KEYS:
-            raise CatalogueError(f"{here} must have exactly {', '.join(sorted(_MEASURE_KEYS))}")
-        if item["list"] not in LIST_KINDS:
-            raise CatalogueError(f"{here}.list must be 'red' or 'black'")
-        targets = item["targets"]
-        if not isinstance(targets, list) or not targets or not set(targets) <= set(TARGETS):
-            raise CatalogueError(f"{here}.targets must list some of {', '.join(TARGETS)}")
-        for name in ("measure", "basis", "implementing_unit"):
-            if not isinstance(item[name], str) or not item[name].strip():
-                raise CatalogueError(f"{here}.{name} must be a non-empty string")
-        if not isinstance(item["mandatory"], bool):
-            raise CatalogueError(f"{here}.mandatory must be true or false")
-        measures[key] = Measure(
-            key,
-            item["list"],
-            tuple(targets),
-            item["measure"],
-            item["basis"],
-            item["implementing_unit"],
-            item["mandatory"],
-        )
-    return MeasureCatalogue(version, hashlib.sha256(raw).hexdigest(), measures)
 
 
 @dataclass(frozen=True)
@@ -173,6 +87,27 @@ class ExitCheck:
 
 
 @dataclass(frozen=True)
+class ListEntry:
+    """An entry as staff see it, with the keys of its measures (lifted ones too)."""
+
+    id: int
+    subject_id: str
+    list_kind: str
+    legal_basis: str
+    document_number: str
+    record_id: int | None
+    notice_document: str
+    notice_served_at: dt.datetime
+    exit_conditions: str
+    exit_on: dt.date | None
+    exit_when_record_cleared: bool
+    added_at: dt.datetime
+    removed_at: dt.datetime | None
+    measures: tuple[str, ...]
+    lifted_measures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class MeasureInForce:
     entry_id: int
     list_kind: str
@@ -182,24 +117,32 @@ class MeasureInForce:
 
 
 class ListDesk:
-    """List entries and their measures under one policy, catalogue and calendar."""
+    """List entries and their measures under one catalogue and calendar, and the policy in
+    force on the day of each step (``policies``: a registry, or one fixed version)."""
 
     def __init__(
         self,
-        policy: Policy,
+        policies: Policy | PolicyRegistry,
         catalogue: MeasureCatalogue,
         calendar: WorkCalendar | None = None,
         *,
         notice_working_days: int | None = None,
     ) -> None:
-        self._policy = policy
+        self._policies = policies
         self._catalogue = catalogue
         self._calendar = calendar or china_calendar()
-        self._notice_days = (
-            policy.objection.decide_working_days
-            if notice_working_days is None
-            else notice_working_days
-        )
+        self._fixed_notice_days = notice_working_days
+
+    @property
+    def catalogue(self) -> MeasureCatalogue:
+        return self._catalogue
+
+    def notice_days(self, day: dt.date) -> int:
+        """Working days between the prior notice and the entry, for an entry made on ``day``
+        (default: the objection decision period of the policy in force)."""
+        if self._fixed_notice_days is not None:
+            return self._fixed_notice_days
+        return policy_in_force(self._policies, day).objection.decide_working_days
 
     def add_entry(self, conn: Connection, entry: NewListEntry, actor: str, now: dt.datetime) -> int:
         """Adds an entry and applies the catalogue's mandatory measures for it.
@@ -218,11 +161,12 @@ class ListDesk:
         today = local_date(now)
         assert entry.notice_served_at is not None  # checked by _refuse_incomplete
         noticed = local_date(entry.notice_served_at)
-        earliest = self._calendar.add_working_days(noticed, self._notice_days)
+        notice_days = self.notice_days(today)
+        earliest = self._calendar.add_working_days(noticed, notice_days)
         if today < earliest:
             raise RightsError(
                 f"the prior notice was served on {noticed}; the entry can be made from "
-                f"{earliest} ({self._notice_days} working days for the subject to object)"
+                f"{earliest} ({notice_days} working days for the subject to object)"
             )
         if entry.exit_on is not None and entry.exit_on <= today:
             raise RightsError(f"the exit date {entry.exit_on} is not after today")
@@ -475,7 +419,7 @@ class ListDesk:
             return "was withdrawn by its source"
         if record.repaired_at is not None:
             return "was repaired (信用修复)"
-        until = effect_until(self._policy, record)
+        until = effect_until(policy_in_force(self._policies, today), record)
         if record.archived_at is not None or (until is not None and until <= today):
             return f"reached the end of its effect period ({until})"
         return None
@@ -547,3 +491,40 @@ class ListDesk:
         if kind is None:
             raise RightsNotFound(f"no subject {subject_id}")
         return str(kind)
+
+
+def entries_of(conn: Connection, subject_id: str) -> list[ListEntry]:
+    """The subject's list entries (removed ones too), oldest first."""
+    measures: dict[int, list[Any]] = {}
+    for m in conn.execute(
+        select(list_entry_measures)
+        .join(list_entries, list_entries.c.id == list_entry_measures.c.entry_id)
+        .where(list_entries.c.subject_id == subject_id)
+        .order_by(list_entry_measures.c.id)
+    ):
+        measures.setdefault(m.entry_id, []).append(m)
+    rows = conn.execute(
+        select(list_entries)
+        .where(list_entries.c.subject_id == subject_id)
+        .order_by(list_entries.c.id)
+    )
+    return [
+        ListEntry(
+            int(e.id),
+            e.subject_id,
+            e.list_kind,
+            e.legal_basis,
+            e.document_number,
+            e.record_id,
+            e.notice_document,
+            e.notice_served_at,
+            e.exit_conditions,
+            e.exit_on,
+            bool(e.exit_when_record_cleared),
+            e.added_at,
+            e.removed_at,
+            tuple(m.measure_key for m in measures.get(e.id, []) if m.lifted_at is None),
+            tuple(m.measure_key for m in measures.get(e.id, []) if m.lifted_at is not None),
+        )
+        for e in rows
+    ]

@@ -57,7 +57,7 @@ from issuer.platform import (
     load_records,
     withdraw_record,
 )
-from issuer.policy import Policy
+from issuer.policy import Policy, PolicyRegistry, policy_in_force
 from issuer.repair import JOB_ACTOR, cascade_withdrawal
 from issuer.workdays import WorkCalendar, china_calendar, local_date
 
@@ -118,18 +118,19 @@ class DeadlineReport:
 
 
 class ObjectionDesk:
-    """Files, extends, decides and escalates objections under one policy and calendar."""
+    """Files, extends, decides and escalates objections under the policy in force on the day
+    of each step (``policies``: a registry, or one fixed version) and one calendar."""
 
     def __init__(
         self,
-        policy: Policy,
+        policies: Policy | PolicyRegistry,
         calendar: WorkCalendar | None = None,
         *,
         escalate_to: str = SUPERVISING_UNIT,
     ) -> None:
         if not escalate_to.strip():
             raise RightsError("name the unit missed objection deadlines escalate to")
-        self._policy = policy
+        self._policies = policies
         self._calendar = calendar or china_calendar()
         self._escalate_to = escalate_to
 
@@ -175,8 +176,9 @@ class ObjectionDesk:
         if already is not None:
             what = f"record {record_id}" if record_id is not None else "the evaluation"
             raise RightsConflict(f"objection {already} against {what} is already open")
-        rules = self._policy.objection
         today = local_date(now)
+        policy = policy_in_force(self._policies, today)
+        rules = policy.objection
         due_on = self._calendar.add_working_days(today, rules.decide_working_days)
         escalate_on = self._calendar.add_working_days(today, rules.escalate_after_working_days)
         objection_id = new_id(
@@ -212,7 +214,7 @@ class ObjectionDesk:
         )
         announce_one(
             conn,
-            self._policy,
+            policy,
             subject_id,
             now,
             reason="objection_filed",
@@ -289,6 +291,7 @@ class ObjectionDesk:
         if (correction is not None) != (outcome == "corrected"):
             raise RightsError("a correction goes with the outcome 'corrected', and only with it")
         row = self._open_locked(conn, objection_id)
+        policy = policy_in_force(self._policies, local_date(now))
         if row.record_id is None and outcome == "corrected":
             raise RightsError(
                 "an objection against the evaluation corrects no record by itself: correct the "
@@ -306,7 +309,7 @@ class ObjectionDesk:
             )
         )
         if row.record_id is not None:
-            self._apply_to_record(conn, row, outcome, note, actor, now, correction)
+            self._apply_to_record(conn, policy, row, outcome, note, actor, now, correction)
         audit(
             conn,
             now,
@@ -320,7 +323,7 @@ class ObjectionDesk:
         )
         return announce_one(
             conn,
-            self._policy,
+            policy,
             row.subject_id,
             now,
             reason=f"objection_{outcome}",
@@ -343,6 +346,7 @@ class ObjectionDesk:
         job twice on one day does nothing more the second time.
         """
         today = local_date(now)
+        decide_days = policy_in_force(self._policies, today).objection.decide_working_days
         overdue = conn.execute(
             select(objections)
             .where(objections.c.status == "open", objections.c.due_on < today)
@@ -368,14 +372,20 @@ class ObjectionDesk:
                 )
                 missed.append(int(row.id))
             if row.escalate_on < today:
-                escalations.append(self._escalate(conn, row, today, actor, now))
+                escalations.append(self._escalate(conn, row, today, decide_days, actor, now))
         return DeadlineReport(tuple(missed), tuple(escalations))
 
     def _escalate(
-        self, conn: Connection, row: Any, today: dt.date, actor: str, now: dt.datetime
+        self,
+        conn: Connection,
+        row: Any,
+        today: dt.date,
+        decide_days: int,
+        actor: str,
+        now: dt.datetime,
     ) -> Escalation:
         level = int(row.escalation_level) + 1
-        new_due = self._calendar.add_working_days(today, self._policy.objection.decide_working_days)
+        new_due = self._calendar.add_working_days(today, decide_days)
         conn.execute(
             insert(objection_escalations).values(
                 objection_id=row.id,
@@ -423,6 +433,7 @@ class ObjectionDesk:
     def _apply_to_record(
         self,
         conn: Connection,
+        policy: Policy,
         objection: Any,
         outcome: Outcome,
         note: str,
@@ -455,7 +466,7 @@ class ObjectionDesk:
         if corrected.decision_date > local_date(now):
             raise RightsError("the corrected decision date lies in the future")
         try:
-            check_record(self._policy, corrected)
+            check_record(policy, corrected)
         except PlatformError as exc:
             raise RightsError(f"the corrected record is not valid: {exc}") from None
         correct_record(conn, stored, row.subject_id, corrected, reason, now, actor)

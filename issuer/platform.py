@@ -36,8 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from issuer.audit import audit
-from issuer.db import audit_events, records, subjects
+from issuer.audit import AuditEntry, append_events, audit
+from issuer.db import records, subjects
 from issuer.db_platform import record_history
 from issuer.events import emit
 from issuer.identity import IdentityNumber, parse_identity_number
@@ -50,8 +50,6 @@ INDIVIDUAL = "individual"
 ORGANISATION = "organisation"
 PROGRAMME_MIN_AGE = 18
 """The star programme is for adults (PIPL; DOMAIN.md "Personal information")."""
-ORGANISATION_NO_BIRTH_DATE = dt.date(1, 1, 1)
-"""Stored as an organisation's ``birth_date`` while that column may not be null."""
 _ORGANISATION_INDEX_PREFIX = "uscc:"
 _CONTENT_FIELDS = (
     "category",
@@ -205,11 +203,8 @@ def _register(
             id_number_index=index,
             id_number_masked=identifier.masked(),
             name_enc=vault.encrypt(name.strip(), "name"),
-            birth_date=(
-                identifier.birth_date
-                if isinstance(identifier, IdentityNumber)
-                else ORGANISATION_NO_BIRTH_DATE
-            ),
+            # an organisation has no birth date (NULL), a person's comes from the ID number
+            birth_date=identifier.birth_date if isinstance(identifier, IdentityNumber) else None,
             uscc_override_reason=override_reason,
             created_at=now,
         )
@@ -497,7 +492,7 @@ def insert_records(
     """Inserts checked records ((subject id, record) pairs), returns their ids in order.
 
     Two statements whatever the number of records (bulk imports): the records, then one
-    ``record.added`` audit event each (the rows :func:`issuer.audit.audit` writes).
+    ``record.added`` audit event each, chained by :func:`issuer.audit.append_events`.
 
     Raises:
         sqlalchemy.exc.IntegrityError: see :func:`insert_record`.
@@ -512,21 +507,20 @@ def insert_records(
     ids = [int(i) for i in conn.execute(statement, params).scalars()]
     if len(ids) != len(items):
         raise RuntimeError("the database did not return the new records' ids")
-    conn.execute(
-        insert(audit_events),
+    append_events(
+        conn,
         [
-            {
-                "at": now,
-                "actor": actor,
-                "action": "record.added",
-                "subject_id": subject_id,
-                "card_serial": None,
-                "detail": {
+            AuditEntry(
+                now,
+                actor,
+                "record.added",
+                subject_id,
+                detail={
                     "record_id": record_id,
                     "source": record.source,
                     "document_number": record.document_number,
                 },
-            }
+            )
             for (subject_id, record), record_id in zip(items, ids, strict=True)
         ],
     )

@@ -249,6 +249,20 @@ class PolicyRegistry:
         raise PolicyError(f"no loaded policy file has SHA-256 {sha256}")
 
 
+def policy_in_force(policies: Policy | PolicyRegistry, day: dt.date) -> Policy:
+    """The policy a decision taken on ``day`` applies: the registry's version in force on that
+    day, or ``policies`` itself when the caller fixed one version. The chosen version's
+    ``[[regimes]]`` then give each record the periods of the regime in force on the record's
+    own decision date (:meth:`Policy.period_for`).
+
+    Raises:
+        PolicyError: a registry with no version in force yet on ``day``.
+    """
+    if isinstance(policies, PolicyRegistry):
+        return policies.policy_for(day)
+    return policies
+
+
 def make_registry(policies: Iterable[Policy]) -> PolicyRegistry:
     """Orders ``policies`` by effective date.
 

@@ -1,25 +1,51 @@
 """Status-list publisher: the signed list is derived from the cards table, never edited.
 
 Card state → status: ``active`` VALID, ``suspended`` and every not-yet-active personalization
-state SUSPENDED, ``revoked`` INVALID. Entries no card uses stay VALID (0) and are
-indistinguishable from unused space.
+state SUSPENDED, ``revoked`` and ``abandoned`` (a personalization given up by reconciliation)
+INVALID. Entries no card uses stay VALID (0) and are indistinguishable from unused space.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import datetime as dt
 
 from sqlalchemy import Connection, insert, select, update
 
 from issuer.db import cards, status_lists
 from issuer.keys import IssuerKeys
+from issuer.settings import IssuerSettings
 from verifier.core.status_list import MIN_ENTRIES, StatusList, issue_status_list
 
 VALID, INVALID, SUSPENDED = 0, 1, 2
 
-_STATUS_BY_STATE = {"active": VALID, "revoked": INVALID}
+_STATUS_BY_STATE = {"active": VALID, "revoked": INVALID, "abandoned": INVALID}
 
 
 def status_for_state(state: str) -> int:
     return _STATUS_BY_STATE.get(state, SUSPENDED)
+
+
+def publish_list(
+    conn: Connection,
+    keys: IssuerKeys,
+    settings: IssuerSettings,
+    now: dt.datetime,
+    list_id: int | None = None,
+) -> bytes:
+    """:func:`publish` with the settings' URI, validity and ttl, for list ``list_id`` (default:
+    the settings' current list; a card keeps the list it was issued on)."""
+    if list_id is not None and list_id != settings.status_list_id:
+        settings = dataclasses.replace(settings, status_list_id=list_id)
+    return publish(
+        conn,
+        keys,
+        settings.status_list_id,
+        settings.status_list_uri,
+        int(now.timestamp()),
+        settings.status_list_valid_s,
+        settings.status_list_ttl_s,
+    )
 
 
 def publish(

@@ -34,12 +34,13 @@ from issuer.events import (
     Announcement,
     RightsConflict,
     RightsError,
+    RightsNotFound,
     announce_one,
     locked_row,
     new_id,
     regrade_and_announce,
 )
-from issuer.policy import Policy
+from issuer.policy import Policy, PolicyRegistry, policy_in_force
 from issuer.workdays import local_date
 
 JOB_ACTOR = "rights-job"
@@ -64,30 +65,82 @@ class RepairApplication:
 
 
 @dataclass(frozen=True)
+class EffectWindow:
+    """A record's periods under one policy: the regime in force on its decision date
+    (``regime``), repair possible from ``repair_from`` (decision date + ``min_days``), no
+    effect from ``effect_until`` (decision date + ``max_days``)."""
+
+    regime: str
+    min_days: int
+    max_days: int
+    repair_from: dt.date
+    effect_until: dt.date
+
+
+@dataclass(frozen=True)
+class RepairOutlook:
+    """Where a record stands for repair on ``as_of``: its periods under ``policy_version``
+    and what the record itself still fails (obligations and commitment aside)."""
+
+    record_id: int
+    subject_id: str
+    as_of: dt.date
+    policy_version: str
+    window: EffectWindow | None
+    blockers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    id: int
+    subject_id: str
+    record_id: int
+    status: str
+    decision_reason: str | None
+
+
+@dataclass(frozen=True)
 class ExpiryReport:
     archived_record_ids: tuple[int, ...]
     announcements: dict[str, Announcement]
 
 
 class RepairDesk:
-    """Repair requests and decisions, end of effect, withdrawal. Holds no state but rules."""
+    """Repair requests and decisions, end of effect, withdrawal, under the policy in force on
+    the day of each step (``policies``: a registry, or one fixed version). Holds no state but
+    rules."""
 
-    def __init__(self, policy: Policy) -> None:
-        self._policy = policy
+    def __init__(self, policies: Policy | PolicyRegistry) -> None:
+        self._policies = policies
 
-    def earliest_repair(self, record: Any) -> dt.date | None:
-        """The first day a repair may be requested: the decision date plus the minimum period
-        of the regime in force on it (None outside the policy's periods)."""
-        period = self._policy.period_for(record.direction, record.severity, record.decision_date)
-        return None if period is None else record.decision_date + dt.timedelta(period.min_days)
+    def policy_on(self, day: dt.date) -> Policy:
+        """The policy the desk applies on ``day``."""
+        return policy_in_force(self._policies, day)
 
-    def effect_until(self, record: Any) -> dt.date | None:
-        return effect_until(self._policy, record)
+    def window(self, record: Any, as_of: dt.date) -> EffectWindow | None:
+        """The record's periods under the policy in force on ``as_of`` (None outside them)."""
+        return effect_window(self.policy_on(as_of), record)
 
-    def unmet_conditions(
-        self, record: Any, application: RepairApplication, as_of: dt.date
-    ) -> list[str]:
-        """Every repair condition the record and application fail on ``as_of`` (empty: met)."""
+    def outlook(self, conn: Connection, record_id: int, as_of: dt.date) -> RepairOutlook:
+        """The record's repair outlook on ``as_of``.
+
+        Raises:
+            RightsNotFound: no such record.
+        """
+        record = conn.execute(select(records).where(records.c.id == record_id)).first()
+        if record is None:
+            raise RightsNotFound(f"no record {record_id}")
+        return RepairOutlook(
+            int(record.id),
+            record.subject_id,
+            as_of,
+            self.policy_on(as_of).version,
+            self.window(record, as_of),
+            tuple(self.record_blockers(record, as_of)),
+        )
+
+    def record_blockers(self, record: Any, as_of: dt.date) -> list[str]:
+        """The conditions the record itself fails on ``as_of``, whatever the application."""
         unmet = []
         if record.direction != "-":
             unmet.append("only negative (失信) records are repaired")
@@ -100,12 +153,23 @@ class RepairDesk:
                 "an objection against the record is being verified (the record has no effect "
                 "meanwhile): decide the objection first"
             )
-        until = self.effect_until(record)
-        if until is not None and until <= as_of:
-            unmet.append(f"the record's effect ended on {until}: there is nothing to repair")
-        earliest = self.earliest_repair(record)
-        if earliest is not None and as_of < earliest:
-            unmet.append(f"the minimum period runs until {earliest}; repair is possible from then")
+        window = self.window(record, as_of)
+        if window is not None and window.effect_until <= as_of:
+            unmet.append(
+                f"the record's effect ended on {window.effect_until}: there is nothing to repair"
+            )
+        if window is not None and as_of < window.repair_from:
+            unmet.append(
+                f"the minimum period runs until {window.repair_from}; repair is possible from "
+                f"then ({window.min_days} days under {window.regime})"
+            )
+        return unmet
+
+    def unmet_conditions(
+        self, record: Any, application: RepairApplication, as_of: dt.date
+    ) -> list[str]:
+        """Every repair condition the record and application fail on ``as_of`` (empty: met)."""
+        unmet = self.record_blockers(record, as_of)
         if not application.obligations_performed:
             unmet.append("the obligations of the decision must be performed first")
         if not application.obligations_evidence.strip():
@@ -221,7 +285,7 @@ class RepairDesk:
             return None
         return announce_one(
             conn,
-            self._policy,
+            self.policy_on(local_date(now)),
             record.subject_id,
             now,
             reason="repair_granted",
@@ -236,6 +300,7 @@ class RepairDesk:
         re-grades (with announcement) every graded subject whose stored grade was computed
         before one of its records' effect ended. Running it twice changes nothing more."""
         today = local_date(now)
+        policy = self.policy_on(today)
         rows = conn.execute(
             select(records, grades.c.as_of.label("graded_as_of"))
             .outerjoin(grades, grades.c.subject_id == records.c.subject_id)
@@ -245,7 +310,7 @@ class RepairDesk:
         archived: list[int] = []
         stale: set[str] = set()
         for row in rows:
-            until = self.effect_until(row)
+            until = effect_until(policy, row)
             if until is None or until > today:
                 continue
             if row.direction == "-" and row.archived_at is None:
@@ -265,7 +330,7 @@ class RepairDesk:
         announcements = {}
         if stale:
             announcements = regrade_and_announce(
-                conn, self._policy, sorted(stale), now, reason="effect_ended", actor=actor
+                conn, policy, sorted(stale), now, reason="effect_ended", actor=actor
             )
         return ExpiryReport(tuple(archived), announcements)
 
@@ -295,7 +360,7 @@ class RepairDesk:
         )
         return announce_one(
             conn,
-            self._policy,
+            self.policy_on(local_date(now)),
             record.subject_id,
             now,
             reason="record_withdrawn",
@@ -304,11 +369,27 @@ class RepairDesk:
         )
 
 
+def effect_window(policy: Policy, record: Any) -> EffectWindow | None:
+    """The record's periods under ``policy`` (the regime in force on its decision date), None
+    outside the policy's periods (unknown direction or severity)."""
+    period = policy.period_for(record.direction, record.severity, record.decision_date)
+    if period is None:
+        return None
+    decided: dt.date = record.decision_date
+    return EffectWindow(
+        period.basis,
+        period.min_days,
+        period.max_days,
+        decided + dt.timedelta(period.min_days),
+        decided + dt.timedelta(period.max_days),
+    )
+
+
 def effect_until(policy: Policy, record: Any) -> dt.date | None:
     """The first day a record no longer counts (grading's rule: decision date plus the
     maximum period of its regime), None outside the policy's periods."""
-    period = policy.period_for(record.direction, record.severity, record.decision_date)
-    return None if period is None else record.decision_date + dt.timedelta(period.max_days)
+    window = effect_window(policy, record)
+    return None if window is None else window.effect_until
 
 
 def cascade_withdrawal(conn: Connection, record: Any, now: dt.datetime, actor: str) -> None:
@@ -375,6 +456,20 @@ def cascade_withdrawal(conn: Connection, record: Any, now: dt.datetime, actor: s
             request_id=request_id,
             record_id=record.id,
         )
+
+
+def get_repair_request(conn: Connection, request_id: int) -> RepairRequest:
+    """One repair request as a value.
+
+    Raises:
+        RightsNotFound: no such request.
+    """
+    row = conn.execute(select(repair_requests).where(repair_requests.c.id == request_id)).first()
+    if row is None:
+        raise RightsNotFound(f"no repair request {request_id}")
+    return RepairRequest(
+        int(row.id), row.subject_id, int(row.record_id), row.status, row.decision_reason
+    )
 
 
 def _refuse_second_pending(conn: Connection, record_id: int) -> None:

@@ -52,6 +52,10 @@ class IssuerSettings:
     card_master_key_label: str = "card-master-1"
     card_key_version: int = 1
     card_factory_export: bool = False
+    audit_key_label: str = "audit-es256-1"
+    """The HSM key (purpose AUDIT_CHECKPOINT_SIGNING) that signs audit-log checkpoints."""
+    audit_checkpoint_every: int = 1000
+    """A signed audit checkpoint is written automatically after this many events."""
 
     @property
     def status_list_uri(self) -> str:

@@ -29,7 +29,7 @@ from issuer.audit import audit
 from issuer.db import grades, records
 from issuer.events import RightsError, level_rank, settled_rows
 from issuer.grading import Grade, grade_records
-from issuer.policy import Policy
+from issuer.policy import Policy, PolicyRegistry, policy_in_force
 from issuer.workdays import local_date
 
 
@@ -112,19 +112,21 @@ def _adverse_changes(now: Grade, later: Grade) -> tuple[int, ...]:
 
 def early_warnings(
     conn: Connection,
-    policy: Policy,
+    policies: Policy | PolicyRegistry,
     now: dt.datetime,
     *,
     margin: int,
     horizon_days: int,
     actor: str,
 ) -> list[EarlyWarning]:
-    """Warnings for every graded subject, ordered by subject id; the listing is audited.
+    """Warnings for every graded subject, ordered by subject id, under the policy in force
+    today (``policies``: a registry, or one fixed version); the listing is audited.
 
     Raises:
         RightsError: a negative margin or horizon.
     """
     as_of = local_date(now)
+    policy = policy_in_force(policies, as_of)
     graded = sorted(conn.execute(select(grades.c.subject_id)).scalars())
     by_subject: dict[str, list[Any]] = {s: [] for s in graded}
     graded_records = select(records).join(grades, grades.c.subject_id == records.c.subject_id)

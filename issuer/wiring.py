@@ -15,11 +15,12 @@ from card_profiles.scp import CardChallenge, CardNotAuthentic, SessionKeys
 from hsm_sim import CardCryptogramMismatch, Hsm, HsmSim
 from hsm_sim.client import RemoteHsm
 from hsm_sim.pkcs11_backend import Pkcs11Hsm
+from issuer.audit import enable_checkpoints
 from issuer.issuance import Issuance
 from issuer.keys import IssuerKeys, embedded_trust_list, ensure_issuer_keys
 from issuer.migrate import upgrade
 from issuer.pii import PiiVault
-from issuer.policy import DEFAULT_POLICY, Policy, load_policy
+from issuer.policy import DEFAULT_POLICY, Policy, PolicyRegistry, load_policy, load_registry
 from issuer.settings import IssuerSettings
 from verifier.core.errors import VerificationError
 from verifier.core.trust_list import parse_trust_list
@@ -82,6 +83,8 @@ class IssuerContext:
     card_keys: HsmCardKeys
     root_public_key: ec.EllipticCurvePublicKey
     trust_list: bytes
+    policies: PolicyRegistry
+    """Every policy version by date (``policy_for(day)``); ``policy`` is the current one."""
 
 
 def make_engine(url: str) -> Engine:
@@ -124,14 +127,16 @@ def build_issuer(
     if migrate:
         upgrade(engine)
     hsm = open_hsm(settings)
+    enable_checkpoints(engine, hsm, settings.audit_key_label, settings.audit_checkpoint_every)
     keys = ensure_issuer_keys(hsm, settings.credential_key_label, settings.status_key_label)
     card_keys = ensure_card_master_key(hsm, settings)
     policy = load_policy(settings.policy_path or DEFAULT_POLICY)
-    issuance = Issuance(engine, keys, settings, policy.version, card_authenticator=card_keys)
+    issuance = Issuance(engine, keys, settings, policy, card_authenticator=card_keys)
     vault = PiiVault(settings.pii_key)
     root, trust_list = load_trust_list(settings, hsm, keys, int(clock()))
+    registry = load_registry(extra=[settings.policy_path] if settings.policy_path else ())
     return IssuerContext(
-        settings, engine, hsm, keys, policy, vault, issuance, card_keys, root, trust_list
+        settings, engine, hsm, keys, policy, vault, issuance, card_keys, root, trust_list, registry
     )
 
 

@@ -1,8 +1,10 @@
-"""The verifier as a service object: trust and status caches, challenges, receipts.
+"""The verifier as a service object: trust, status and benefits caches, challenges, receipts.
 
 HTTP lives in ``verifier.api``; the rules live in ``verifier.core``. Challenges are sealed
 (HMAC over nonce, terminal, context and expiry) and handed to the terminal, so any instance
-can complete them; a used nonce is remembered until it expires so it cannot be replayed.
+that shares the seal key can complete them; a used nonce goes to the :class:`Ledger` until it
+expires so it cannot be replayed. The ledger is in memory for one process (offline terminal,
+demo, tests) or the SQL :class:`~verifier.store.VerifierStore` shared by every instance.
 """
 
 from __future__ import annotations
@@ -11,30 +13,63 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import threading
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from verifier.core.benefits import OFFICE_CATEGORY, BenefitsCache
 from verifier.core.challenge import ChallengeState, begin, challenge_bytes
 from verifier.core.errors import ChallengeMismatch, VerificationError
 from verifier.core.status_list import StatusListCache
 from verifier.core.trust import TrustStore
 from verifier.core.trust_list import TrustListCache
-from verifier.core.verify import Verdict, decide
+from verifier.core.verify import Answer, Verdict, answer_for, decide
+from verifier.store import Receipt
+
+__all__ = ["Ledger", "MemoryLedger", "Receipt", "VerifierService"]
+
+log = logging.getLogger("starcard.verifier")
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """One verification, kept for the holder's "who checked my card" and the audit."""
+class Ledger(Protocol):
+    """Where used nonces and receipts go (:class:`MemoryLedger` or ``VerifierStore``)."""
 
-    terminal_id: str
-    at: int
-    serial: str | None
-    state: str
-    reason_class: str | None
+    def use_nonce(self, nonce: bytes, expires_at: int, now: int) -> bool:
+        """``False`` if ``nonce`` was used before (a replay)."""
+        ...
+
+    def add_receipt(self, receipt: Receipt) -> bool:
+        """``False`` if this receipt id was stored before."""
+        ...
+
+
+@dataclass
+class MemoryLedger:
+    """The ledger of one process: nonces and receipts in memory."""
+
+    receipts: list[Receipt] = field(default_factory=list)
+    _used: dict[bytes, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def use_nonce(self, nonce: bytes, expires_at: int, now: int) -> bool:
+        with self._lock:
+            self._used = {n: e for n, e in self._used.items() if e >= now}
+            if nonce in self._used:
+                return False
+            self._used[nonce] = expires_at
+            return True
+
+    def add_receipt(self, receipt: Receipt) -> bool:
+        with self._lock:
+            if any(r.id == receipt.id for r in self.receipts):
+                return False
+            self.receipts.append(receipt)
+            return True
 
 
 @dataclass
@@ -46,9 +81,8 @@ class VerifierService:
     trust_lists: TrustListCache | None = None
     accept_low_assurance: bool = False
     """Policy: whether a card without clone protection (keyless profile) may be ``valid``."""
-    receipts: list[Receipt] = field(default_factory=list)
-    _used: dict[bytes, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    ledger: Ledger = field(default_factory=MemoryLedger)
+    benefits: BenefitsCache = field(default_factory=BenefitsCache)
 
     def begin(self, terminal_id: str, context: bytes, now: int) -> tuple[str, bytes]:
         """Returns (sealed challenge handle, the 32 bytes the card must sign)."""
@@ -56,35 +90,72 @@ class VerifierService:
         return self._seal(state), challenge_bytes(state)
 
     def complete(
+        self,
+        handle: str,
+        terminal_id: str,
+        credential: bytes,
+        card_signature: bytes,
+        now: int,
+        *,
+        category: str = OFFICE_CATEGORY,
+    ) -> Verdict:
+        """Verifies a tap and keeps a receipt; never raises for a bad card (the verdict
+        says invalid/unknown). The full verdict, star level included: for offices and for
+        callers that map it themselves (use :meth:`answer` for a terminal's response)."""
+        verdict = self._verdict(handle, terminal_id, credential, card_signature, now)
+        self._receipt(
+            terminal_id,
+            category,
+            now,
+            verdict.serial,
+            verdict.state,
+            verdict.reason_class,
+            verdict.diagnostics,
+        )
+        return verdict
+
+    def answer(
+        self,
+        handle: str,
+        terminal_id: str,
+        category: str,
+        credential: bytes,
+        card_signature: bytes,
+        now: int,
+    ) -> Answer:
+        """Verifies a tap and answers what a terminal of ``category`` may learn
+        (:func:`~verifier.core.verify.answer_for`); the receipt keeps the detailed reason."""
+        verdict = self._verdict(handle, terminal_id, credential, card_signature, now)
+        answer = answer_for(verdict, category, self.benefits, now)
+        self._receipt(
+            terminal_id,
+            category,
+            now,
+            answer.serial,
+            answer.state,
+            answer.detail,
+            verdict.diagnostics,
+        )
+        return answer
+
+    def _verdict(
         self, handle: str, terminal_id: str, credential: bytes, card_signature: bytes, now: int
     ) -> Verdict:
-        """Verifies a tap; never raises for a bad card (the verdict says invalid/unknown)."""
         try:
             state = self._unseal(handle, terminal_id)
         except VerificationError as exc:
-            verdict = Verdict(state="invalid", star_level=None, reason_class=exc.reason_class)
-            self._receipt(terminal_id, now, None, verdict)
-            return verdict
-        with self._lock:
-            self._used = {n: e for n, e in self._used.items() if e > now}
-            replayed = state.nonce in self._used
-            self._used[state.nonce] = state.expires_at
-        if replayed:
-            verdict = Verdict(state="invalid", star_level=None, reason_class="replayed")
-        else:
-            verdict = decide(
-                credential,
-                card_signature,
-                state,
-                self.trust,
-                self.status,
-                now,
-                accept_low_assurance=self.accept_low_assurance,
-            )
-        self._receipt(
-            terminal_id, now, verdict.serial if hasattr(verdict, "serial") else None, verdict
+            return Verdict("invalid", None, exc.reason_class, diagnostics=exc.diagnostics())
+        if not self.ledger.use_nonce(state.nonce, state.expires_at, now):
+            return Verdict("invalid", None, "replayed", diagnostics="challenge used before")
+        return decide(
+            credential,
+            card_signature,
+            state,
+            self.trust,
+            self.status,
+            now,
+            accept_low_assurance=self.accept_low_assurance,
         )
-        return verdict
 
     @classmethod
     def from_trust_list(
@@ -110,17 +181,34 @@ class VerifierService:
         """Raises a ``CannotVerify`` subclass on rollback; invalid tokens raise their error."""
         self.status.accept(token, self.trust, now)
 
-    def _receipt(self, terminal_id: str, now: int, serial: object, verdict: Verdict) -> None:
-        with self._lock:
-            self.receipts.append(
-                Receipt(
-                    terminal_id,
-                    now,
-                    serial if isinstance(serial, str) else None,
-                    verdict.state,
-                    verdict.reason_class,
-                )
-            )
+    def accept_benefits(self, data: bytes, now: int) -> None:
+        """Takes a newer signed benefits catalogue; bad, expired or older ones raise and
+        change nothing."""
+        self.benefits.accept(data, self.trust, now)
+
+    def _receipt(
+        self,
+        terminal_id: str,
+        category: str,
+        now: int,
+        serial: str | None,
+        state: Literal["valid", "invalid", "unknown"],
+        reason_class: str | None,
+        diagnostics: str | None,
+    ) -> None:
+        receipt = Receipt(
+            str(uuid.uuid4()), terminal_id, category, now, serial, state, reason_class
+        )
+        self.ledger.add_receipt(receipt)
+        log.info(
+            "tap terminal=%s category=%s state=%s reason=%s receipt=%s%s",
+            terminal_id,
+            category,
+            state,
+            reason_class,
+            receipt.id,
+            f" ({diagnostics})" if diagnostics else "",
+        )
 
     def _seal(self, state: ChallengeState) -> str:
         body = json.dumps(

@@ -144,7 +144,7 @@ def test_not_eligible_without_consent_or_when_minor(
     # a minor cannot even consent (the platform refuses it); eligibility says why too
     minor = graded_subject(issuer_ctx, NOW, id_number="110105201001010010", consent=False)
     with issuer_ctx.engine.connect() as conn:
-        result = check_eligibility(conn, minor, NOW.date())
+        result = check_eligibility(conn, issuer_ctx.policy, minor, NOW.date())
     assert not result.eligible
     assert any("adults" in r for r in result.reasons)
 

@@ -138,7 +138,7 @@ def test_organisations_by_uscc_with_a_staff_override_for_pilot_codes(
         ).all()
         row = conn.execute(select(subjects).where(subjects.c.id == subject)).one()
     assert [(e.actor, e.detail["reason"]) for e in events] == [
-        ("staff", "早期试点代码，经市场监管局书面核实")
+        ("bootstrap", "早期试点代码，经市场监管局书面核实")
     ]
     assert row.kind == "organisation" and row.uscc_override_reason is not None
     assert pilot.encode() not in row.id_number_enc  # encrypted at rest

@@ -58,7 +58,7 @@ def test_subject_view_needs_a_purpose_shows_masked_data_and_is_logged(
         entries = reads_of(conn, subject)
     assert len(entries) == 1
     entry = entries[0]
-    assert (entry.actor, entry.purpose, entry.channel) == ("staff", "窗口核验身份", "api")
+    assert (entry.actor, entry.purpose, entry.channel) == ("bootstrap", "窗口核验身份", "api")
     assert "name" in entry.fields and "id_number_masked" in entry.fields
     assert abs(entry.at - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
 

@@ -10,13 +10,13 @@ from fastapi.testclient import TestClient
 
 from issuer.api import create_app as issuer_app
 from issuer.wiring import IssuerContext, build_issuer
+from tests.api.test_verifier_api import OPERATOR, operator_settings
 from tests.conftest import NOW
 from tests.helpers import write_trust_files
 from tests.keysigner import KeySigner
 from verifier.api.app import create_app as verifier_app
 from verifier.core.keys import kid_for
 from verifier.core.trust_list import TRUST_LIST_TYP, issue_trust_list, parse_trust_list
-from verifier.settings import VerifierSettings
 
 TS = int(NOW.timestamp())
 
@@ -53,8 +53,8 @@ def test_verifier_takes_newer_lists_and_refuses_older(
 ) -> None:
     root, trust_list = write_trust_files(sqlite_issuer, tmp_path)
     trust_list.write_bytes(resigned(sqlite_issuer, 10))
-    client = TestClient(verifier_app(VerifierSettings(root, trust_list), clock=lambda: TS))
-    headers = {"content-type": TRUST_LIST_TYP}
+    client = TestClient(verifier_app(operator_settings(root, trust_list), clock=lambda: TS))
+    headers = {**OPERATOR, "content-type": TRUST_LIST_TYP}
     newer = client.post("/v1/trust-lists", content=resigned(sqlite_issuer, 11), headers=headers)
     assert newer.status_code == 204
     older = client.post("/v1/trust-lists", content=resigned(sqlite_issuer, 10), headers=headers)
@@ -66,14 +66,14 @@ def test_verifier_refuses_a_list_from_another_root(
     sqlite_issuer: IssuerContext, tmp_path: Path
 ) -> None:
     root, trust_list = write_trust_files(sqlite_issuer, tmp_path)
-    client = TestClient(verifier_app(VerifierSettings(root, trust_list), clock=lambda: TS))
+    client = TestClient(verifier_app(operator_settings(root, trust_list), clock=lambda: TS))
     rogue = KeySigner()
     forged = issue_trust_list(
         sqlite_issuer.keys.entries(), issuer="x", sequence=2**40, iat=TS, exp=TS + 60,
         root_signer=rogue, root_kid=kid_for(rogue.public_key()),
     )  # fmt: skip
     response = client.post(
-        "/v1/trust-lists", content=forged, headers={"content-type": TRUST_LIST_TYP}
+        "/v1/trust-lists", content=forged, headers={**OPERATOR, "content-type": TRUST_LIST_TYP}
     )
     assert response.status_code == 409
 

@@ -232,7 +232,7 @@ def test_vicc_card_taps_as_low_assurance_and_policy_decides(
         token = current_token(conn, sqlite_issuer.settings.status_list_id)
     assert token is not None
     status.write_bytes(token)
-    args = ["--reader", vicc.reader, "--offline", "--root", str(root)]
+    args = ["tap", "--reader", vicc.reader, "--offline", "--root", str(root)]
     args += ["--trust-list", str(trust_list), "--status-list", str(status)]
     refused = CliRunner().invoke(terminal_app, args)
     assert refused.exit_code == 0, refused.output

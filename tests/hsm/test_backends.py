@@ -32,6 +32,7 @@ CRED = KeyPurpose.CREDENTIAL_SIGNING
 STATUS = KeyPurpose.STATUS_LIST_SIGNING
 ROOT = KeyPurpose.TRUST_LIST_ROOT
 DIVERSIFY = KeyPurpose.CARD_KEY_DIVERSIFICATION
+AUDIT = KeyPurpose.AUDIT_CHECKPOINT_SIGNING
 SERIAL = bytes.fromhex("5343000000000042")
 HOST_CHALLENGE = bytes.fromhex("1122334455667788")
 CARD_CHALLENGE = bytes.fromhex("99aabbccddeeff00")
@@ -80,16 +81,18 @@ def test_signature_verifies_with_cryptography(backend: Backend) -> None:
 
 def test_each_purpose_signs_only_as_itself(backend: Backend) -> None:
     hsm = backend.hsm
-    for label, purpose in (("c", CRED), ("s", STATUS), ("r", ROOT)):
+    for label, purpose in (("c", CRED), ("s", STATUS), ("r", ROOT), ("a", AUDIT)):
         hsm.create_key(label, purpose)
         assert hsm.purpose_of(label) is purpose
-    for label, purpose in (("c", STATUS), ("s", ROOT), ("r", CRED), ("c", DIVERSIFY)):
+    refused = (("c", STATUS), ("s", ROOT), ("r", CRED), ("c", DIVERSIFY), ("a", CRED), ("c", AUDIT))
+    for label, purpose in refused:
         with pytest.raises(WrongKeyPurpose):
             hsm.signer(label, purpose)
         refusal = last_event(hsm, AuditOp.GET_SIGNER)
         assert (refusal.label, refusal.purpose, refusal.ok) == (label, purpose, False)
         assert refusal.detail == "WrongKeyPurpose"
     verify(hsm.public_key("r"), hsm.signer("r", ROOT).sign(b"trust list"), b"trust list")
+    verify(hsm.public_key("a"), hsm.signer("a", AUDIT).sign(b"checkpoint"), b"checkpoint")
 
 
 def test_master_keys_never_sign_and_signing_keys_never_diversify(backend: Backend) -> None:
@@ -268,10 +271,12 @@ def test_keys_and_retirement_survive_a_restart(backend: Backend) -> None:
     hsm.create_master_key("factory", factory_export=True)
     card_key = hsm.factory_card_key("factory", SERIAL)
     hsm.retire_key("status")
+    hsm.create_key("audit", AUDIT)
 
     again = backend.restart()
-    assert again.labels() == ["cred", "status", "factory"]
+    assert again.labels() == ["cred", "status", "factory", "audit"]
     assert again.purpose_of("cred") is CRED
+    assert again.purpose_of("audit") is AUDIT
     assert again.purpose_of("factory") is DIVERSIFY
     assert again.is_retired("status") and not again.is_retired("cred")
     assert again.public_key("status").public_numbers() == status.public_numbers()

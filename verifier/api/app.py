@@ -1,61 +1,31 @@
-"""Verifier HTTP API: challenge ``begin`` and ``complete``, status-list intake, health.
+"""Verifier HTTP API: the app factory.
 
-Merchants get the three-state answer and a coarse reason class only. Time is read here (the
-composition root of a request) and handed to the service as ``now``.
+Routes live in routers per caller: :mod:`.taps` (terminals: challenge ``begin`` and
+``complete``), :mod:`.receipts` (terminals' own receipts, the issuer's card view) and
+:mod:`.operator` (terminals, trust lists, status lists, benefits). Who may call what is
+:mod:`.auth`. Time is read here (the composition root) and handed on as ``now``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import logging
 import time
 from collections.abc import Callable
-from typing import Annotated
 
-from fastapi import Body, FastAPI, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import FastAPI
 
-from verifier.core.errors import VerificationError
-from verifier.core.trust_list import TRUST_LIST_TYP
+from verifier.api.auth import TokenBucket
+from verifier.api.operator import operator_router
+from verifier.api.receipts import receipts_router
+from verifier.api.taps import b64decode, b64encode, taps_router
+from verifier.core.errors import CannotVerify, VerificationError
 from verifier.service import VerifierService
 from verifier.settings import VerifierSettings
+from verifier.store import VerifierStore
 
-MAX_CREDENTIAL_B64 = 4096
+__all__ = ["b64decode", "b64encode", "create_app"]
 
-
-class ChallengeIn(BaseModel):
-    terminal_id: str = Field(min_length=1, max_length=64)
-    context: str = Field(default="", max_length=128)
-
-
-class ChallengeOut(BaseModel):
-    handle: str
-    challenge: str
-
-
-class VerificationIn(BaseModel):
-    terminal_id: str = Field(min_length=1, max_length=64)
-    handle: str = Field(min_length=1, max_length=1024)
-    credential: str = Field(min_length=1, max_length=MAX_CREDENTIAL_B64)
-    signature: str = Field(min_length=1, max_length=256)
-
-
-class VerdictOut(BaseModel):
-    state: str
-    star_level: int | None = None
-    reason_class: str | None = None
-    assurance: str | None = None
-
-
-def _b64(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise HTTPException(422, "fields must be base64url") from None
-
-
-def b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+log = logging.getLogger("starcard.verifier")
 
 
 def create_app(
@@ -64,59 +34,66 @@ def create_app(
     service: VerifierService | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
-    """Builds the app from ``settings``; ``service`` lets a caller share a wired one."""
+    """Builds the app from ``settings``. ``service`` lets a caller share a wired one (e.g.
+    kept current by the list sync); unless its ledger already is a :class:`VerifierStore`,
+    it is given the settings' store and seal key here.
+
+    Raises RuntimeError naming what to fix (unreadable root or trust list, a benefits file
+    that does not verify).
+    """
+    now = int(clock())
     if service is None:
-        service = VerifierService.from_trust_list(
-            settings.root(),
-            settings.trust_list.read_bytes(),
-            int(clock()),
-            challenge_ttl_s=settings.challenge_ttl_s,
-            accept_low_assurance=settings.accept_low_assurance,
-        )
-    app = FastAPI(title="StarCard verifier", version="0.1.0")
+        store = VerifierStore.connect(settings.database_url)
+        options: dict[str, object] = {}
+        if settings.seal_key is not None:
+            options["seal_key"] = settings.seal_key
+        try:
+            service = VerifierService.from_trust_list(
+                settings.root(),
+                settings.trust_list.read_bytes(),
+                now,
+                challenge_ttl_s=settings.challenge_ttl_s,
+                accept_low_assurance=settings.accept_low_assurance,
+                ledger=store,
+                **options,
+            )
+        except (OSError, VerificationError) as exc:
+            raise RuntimeError(f"trust list {settings.trust_list} is not usable: {exc}") from None
+    elif isinstance(service.ledger, VerifierStore):
+        store = service.ledger
+    else:  # a service built elsewhere (e.g. from the list cache): wire it to the settings
+        store = VerifierStore.connect(settings.database_url)
+        service.ledger = store
+        if settings.seal_key is not None:
+            service.seal_key = settings.seal_key
+    if settings.benefits is not None:
+        _load_benefits(service, settings, now)
+
+    app = FastAPI(title="StarCard verifier", version="0.2.0")
     app.state.service = service
+    app.state.store = store
+    app.state.clock = clock
+    app.state.limiter = TokenBucket(settings.terminal_rate_per_s, settings.terminal_burst)
+    app.state.operator_tokens = settings.operator_tokens
+    app.state.issuer_token_sha256 = settings.issuer_token_sha256
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/challenges")
-    async def begin(body: ChallengeIn) -> ChallengeOut:
-        handle, challenge = service.begin(body.terminal_id, body.context.encode(), int(clock()))
-        return ChallengeOut(handle=handle, challenge=b64encode(challenge))
-
-    @app.post("/v1/verifications")
-    async def complete(body: VerificationIn) -> VerdictOut:
-        verdict = service.complete(
-            body.handle,
-            body.terminal_id,
-            _b64(body.credential),
-            _b64(body.signature),
-            int(clock()),
-        )
-        return VerdictOut(
-            state=verdict.state,
-            star_level=verdict.star_level,
-            reason_class=verdict.reason_class,
-            assurance=verdict.assurance,
-        )
-
-    @app.post("/v1/trust-lists", status_code=204)
-    def accept_trust_list(
-        data: Annotated[bytes, Body(media_type=TRUST_LIST_TYP)],
-    ) -> None:
-        try:
-            service.accept_trust_list(data, int(clock()))
-        except VerificationError as exc:
-            raise HTTPException(409, f"trust list refused: {exc.reason_class}") from None
-
-    @app.post("/v1/status-lists", status_code=204)
-    def accept_status_list(
-        token: Annotated[bytes, Body(media_type="application/statuslist+cwt")],
-    ) -> None:
-        try:
-            service.accept_status_list(token, int(clock()))
-        except VerificationError as exc:
-            raise HTTPException(409, f"status list refused: {exc.reason_class}") from None
-
+    app.include_router(taps_router(service, clock))
+    app.include_router(receipts_router(store, clock))
+    app.include_router(operator_router(service, store, clock))
     return app
+
+
+def _load_benefits(service: VerifierService, settings: VerifierSettings, now: int) -> None:
+    """An expired catalogue file still lets the verifier start (merchants get ``unknown``
+    until a fresh one is posted); one that does not verify is a misconfiguration."""
+    assert settings.benefits is not None
+    try:
+        service.accept_benefits(settings.benefits.read_bytes(), now)
+    except CannotVerify as exc:
+        log.warning("benefits catalogue %s not used: %s", settings.benefits, exc.diagnostics())
+    except (OSError, VerificationError) as exc:
+        raise RuntimeError(f"benefits catalogue {settings.benefits} is not usable: {exc}") from None

@@ -10,8 +10,11 @@ the three-state verdict (see :func:`verifier.core.verify.decide`):
   ``invalid``.
 
 ``reason_class`` is the coarse, merchant-facing reason (``"malformed"``, ``"untrusted"``,
-``"expired"``, ``"not_genuine"``, ``"revoked"``, ``"suspended"``; ``"unavailable"`` for
-:class:`CannotVerify`). :meth:`VerificationError.diagnostics` is the detail for logs only.
+``"expired"``, ``"not_genuine"``, ``"revoked"``, ``"suspended"``, ``"challenge_expired"``,
+``"challenge_mismatch"``; ``"unavailable"`` for :class:`CannotVerify`).
+:func:`verifier.core.verify.answer_for` folds them further into what a terminal is shown
+(``not_valid``, ``not_genuine``, ``retry``, ``cannot_check``).
+:meth:`VerificationError.diagnostics` is the detail for logs only.
 """
 
 from __future__ import annotations
@@ -155,13 +158,13 @@ class Suspended(VerificationError):
 class ChallengeExpired(VerificationError):
     """The terminal's challenge is older than its time-to-live: the tap was too slow."""
 
-    reason_class = "expired"
+    reason_class = "challenge_expired"
 
 
 class ChallengeMismatch(VerificationError):
     """The challenge the card answered is not the one this terminal issued."""
 
-    reason_class = "not_genuine"
+    reason_class = "challenge_mismatch"
 
 
 # -- unknown: our own data does not allow an answer ---------------------------------------

@@ -22,6 +22,9 @@ a :class:`VerifiedCard` only when every step passed:
    rolled-back data → the :class:`CannotVerify` family.
 
 ``decide`` runs the same steps and turns the outcome into a three-state :class:`Verdict`.
+``answer_for`` turns a verdict into what one terminal may see (:class:`Answer`): an office the
+star level, a merchant only the yes/no of its category's benefit, and a coarse reason class
+that never tells a revoked card from a suspended or expired one.
 It never returns ``valid`` if anything raised, and returns ``valid`` for a low-assurance card
 only when the caller's policy says ``accept_low_assurance`` (otherwise ``invalid`` with
 reason class ``"low_assurance"``).
@@ -32,11 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from verifier.core.benefits import OFFICE_CATEGORY, BenefitAnswer, BenefitsCache
 from verifier.core.challenge import ChallengeState, challenge_bytes, check_fresh
 from verifier.core.cose import verify_sign1
 from verifier.core.credential import parse_credential
 from verifier.core.errors import (
     BadSignature,
+    CannotVerify,
     CloneSuspected,
     Expired,
     MalformedCredential,
@@ -52,7 +57,36 @@ from verifier.core.status_list import INVALID, SUSPENDED, VALID, StatusListCache
 from verifier.core.timing import CLOCK_SKEW_S
 from verifier.core.trust import TrustStore
 
-__all__ = ["CLOCK_SKEW_S", "Verdict", "VerifiedCard", "decide", "verify_card"]
+__all__ = [
+    "CLOCK_SKEW_S",
+    "COARSE_REASONS",
+    "Answer",
+    "Verdict",
+    "VerifiedCard",
+    "answer_for",
+    "coarse_reason",
+    "decide",
+    "verify_card",
+]
+
+CoarseReason = Literal["not_valid", "not_genuine", "retry", "cannot_check"]
+COARSE_REASONS: dict[str, CoarseReason] = {
+    # the holder's status: a card that lost its star looks like any other invalid card
+    "revoked": "not_valid",
+    "suspended": "not_valid",
+    "expired": "not_valid",
+    # the card or credential is not what the issuer made
+    "not_genuine": "not_genuine",
+    "malformed": "not_genuine",
+    "untrusted": "not_genuine",
+    "low_assurance": "not_genuine",
+    # the tap itself went wrong: tap again
+    "challenge_expired": "retry",
+    "challenge_mismatch": "retry",
+    "replayed": "retry",
+}
+"""Detailed reason class of an ``invalid`` verdict → the class a terminal is shown. Anything
+``unknown`` is ``cannot_check``; an unlisted ``invalid`` reason is ``not_genuine``."""
 
 
 @dataclass(frozen=True)
@@ -202,3 +236,61 @@ def _serial_for_receipt(credential: bytes, trust: TrustStore, now: int) -> str |
     except Exception:  # no verified serial: the receipt just has none
         return None
     return cred.claims.cti.hex()
+
+
+def coarse_reason(
+    state: Literal["valid", "invalid", "unknown"], reason_class: str | None
+) -> CoarseReason | None:
+    """The class a terminal is shown for a detailed ``reason_class`` (None when valid)."""
+    if state == "valid":
+        return None
+    if state == "unknown":
+        return "cannot_check"
+    return COARSE_REASONS.get(reason_class or "", "not_genuine")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one terminal is told about one tap.
+
+    ``valid``: ``star_level`` for an office, ``benefit`` for a merchant (never both).
+    ``invalid``/``unknown``: ``reason_class`` is coarse (:data:`COARSE_REASONS`).
+    ``detail`` (the verdict's detailed reason class) and ``serial`` are for receipts and
+    logs only, never for the terminal's response.
+    """
+
+    state: Literal["valid", "invalid", "unknown"]
+    star_level: int | None = None
+    benefit: BenefitAnswer | None = None
+    reason_class: CoarseReason | None = None
+    assurance: Literal["high", "low"] | None = None
+    detail: str | None = None
+    serial: str | None = None
+
+
+def answer_for(verdict: Verdict, category: str, benefits: BenefitsCache, now: int) -> Answer:
+    """The one mapping from a :class:`Verdict` to what a terminal of ``category`` sees.
+
+    A merchant's ``valid`` needs a held, unexpired benefits catalogue; without one the
+    answer is ``unknown``/``cannot_check`` (never a made-up benefit).
+    """
+    if verdict.state != "valid":
+        return Answer(
+            verdict.state,
+            reason_class=coarse_reason(verdict.state, verdict.reason_class),
+            detail=verdict.reason_class,
+            serial=verdict.serial,
+        )
+    stars = verdict.star_level or 0
+    if category == OFFICE_CATEGORY:
+        return Answer("valid", star_level=stars, assurance=verdict.assurance, serial=verdict.serial)
+    try:
+        benefit = benefits.benefit_for(category, stars, now)
+    except CannotVerify:
+        return Answer(
+            "unknown",
+            reason_class="cannot_check",
+            detail="benefits_unavailable",
+            serial=verdict.serial,
+        )
+    return Answer("valid", benefit=benefit, assurance=verdict.assurance, serial=verdict.serial)
