@@ -1,6 +1,7 @@
 """Issuer HTTP API: staff endpoints, department delivery endpoints and public artefacts.
 
-Public: the JWKS, the signed status list (with ETag), the citizen status page. Staff: register
+Public: the JWKS, the signed status list (with ETag); the citizen pages live in
+:mod:`issuer.citizen`. Staff: register
 persons and organisations, consent and its withdrawal, records, grade, eligibility, the
 subject view, revoke — each for the staff roles of ``docs/staff.md``. Departments: record
 batches, corrections and withdrawals, each department with its own bearer token and only for
@@ -17,24 +18,26 @@ import datetime as dt
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from issuer.api_auth import Operator, SupervisorName
 from issuer.api_cards import cards_router
+from issuer.api_public import etagged as _etagged
+from issuer.api_public import public_router
 from issuer.api_rights import rights_router
+from issuer.api_rights_schemas import MAX_ID
 from issuer.api_staff import staff_router
 from issuer.changes import after_records_changed
-from issuer.db import cards
+from issuer.citizen import citizen_router
 from issuer.departments import NotAuthenticated, authenticate
 from issuer.events import RightsConflict, RightsError, RightsNotFound, regrade_and_announce
 from issuer.grading import GradingError
 from issuer.grading import UnknownSubject as GradingUnknownSubject
 from issuer.identity import InvalidIdentityNumber
 from issuer.ingest import ConcurrentDelivery, Mode, Problem, RowResult, Status, ingest, raw_row
-from issuer.issuance import IssuanceError, check_eligibility
+from issuer.issuance import HsmUnreachable, IssuanceError, check_eligibility
 from issuer.platform import (
     ORGANISATION,
     NewRecord,
@@ -55,10 +58,13 @@ from issuer.settings import IssuerSettings
 from issuer.uscc import InvalidUscc
 from issuer.wiring import IssuerContext, build_issuer
 from issuer.workdays import local_date
+from verifier.api.responses import ERROR_RESPONSES
 from verifier.core.trust_list import TRUST_LIST_TYP
 
 STATUS_LIST_MEDIA_TYPE = "application/statuslist+cwt"
 MAX_BATCH = 5000
+HSM_RETRY_AFTER_S = 30
+"""Retry-After of a 503 when the HSM is unreachable (the job waits in its state)."""
 """Most records in one department batch (larger deliveries: several batches or a file)."""
 _PROBLEM_STATUS = {
     Problem.NOT_FOUND: 404,
@@ -141,13 +147,12 @@ class RevokeIn(BaseModel):
     reason: str = Field(pattern="^(lost|stolen|damaged|consent_withdrawn|downgraded|other)$")
 
 
-def _etagged(body: bytes, media_type: str, if_none_match: str | None, max_age: int) -> Response:
-    """A signed artefact with a strong ETag; ``304`` when the client already has it."""
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": f"max-age={max_age}"}
-    if if_none_match == etag:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)
+def _signed(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of a signed artefact served by ``_etagged``."""
+    return {
+        200: {"content": {media_type: {}}, "description": "the signed artefact"},
+        304: {"description": "the client's copy (If-None-Match) is current"},
+    }
 
 
 def require_staff(principal: Operator) -> str:
@@ -203,7 +208,7 @@ def create_app(
     if context is not None and context.settings != settings:
         raise ValueError("the issuer context was built for other settings")
     ctx = context or build_issuer(settings)
-    app = FastAPI(title="StarCard issuer", version="0.1.0")
+    app = FastAPI(title="StarCard issuer", version="0.1.0", responses=ERROR_RESPONSES)
     app.state.context = ctx
     app.state.staff_token_hash = hashlib.sha256(staff_token.encode()).digest()
 
@@ -218,6 +223,9 @@ def create_app(
     @app.exception_handler(QueryLogError)
     @app.exception_handler(IssuanceError)
     async def _refused(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, HsmUnreachable):  # infrastructure, retryable
+            headers = {"Retry-After": str(HSM_RETRY_AFTER_S)}
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
         status = 404 if isinstance(exc, UnknownSubject) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
@@ -244,14 +252,19 @@ def create_app(
     async def jwks() -> dict[str, Any]:
         return ctx.keys.jwks()
 
-    @app.get("/.well-known/starcard/trust-list")
+    @app.get(
+        "/.well-known/starcard/trust-list",
+        response_class=Response,
+        responses=_signed(TRUST_LIST_TYP),
+    )
     def trust_list(if_none_match: Annotated[str | None, Header()] = None) -> Response:
         """The root-signed trust list (verifiers pin the root key, not this endpoint)."""
         return _etagged(ctx.trust_list, TRUST_LIST_TYP, if_none_match, 3600)
 
-    @app.get("/s/{list_id}")
+    @app.get("/s/{list_id}", response_class=Response, responses=_signed(STATUS_LIST_MEDIA_TYPE))
     def status_list(
-        list_id: int, if_none_match: Annotated[str | None, Header()] = None
+        list_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+        if_none_match: Annotated[str | None, Header()] = None,
     ) -> Response:
         with ctx.engine.connect() as conn:
             token = current_token(conn, list_id)
@@ -386,8 +399,11 @@ def create_app(
             on_result=lambda r: results.append(r.as_dict()),
             on_changes=after_records_changed(ctx.policy, at, f"department:{department}"),
         )
-        status = 200 if summary.committed else 422
-        return JSONResponse({**summary.as_dict(), "rows": results}, status_code=status)
+        answer = {**summary.as_dict(), "rows": results}
+        if summary.committed:
+            return JSONResponse(answer)
+        detail = "nothing was stored: a row was refused (see rows); fix it and resend the batch"
+        return JSONResponse({"detail": detail, **answer}, status_code=422)
 
     @app.post("/v1/departments/records/{document_number:path}/correction")
     def correct(document_number: str, body: CorrectionIn, department: DepartmentName) -> Response:
@@ -422,28 +438,11 @@ def create_app(
     def revoke(serial: str, body: RevokeIn, actor: SupervisorName) -> None:
         ctx.issuance.revoke(serial, body.reason, now(), actor)
 
-    @app.get("/c/{token}", response_class=HTMLResponse)
-    def citizen_status(token: str) -> HTMLResponse:
-        digest = hashlib.sha256(token.encode()).digest()
-        with ctx.engine.connect() as conn:
-            row = conn.execute(
-                select(cards.c.state, cards.c.stars).where(cards.c.qr_token_hash == digest)
-            ).first()
-        # Unknown, revoked and malformed tokens get the same page: no enumeration oracle.
-        if row is not None and row.state == "active":
-            body = f"<p>有效 / Valid</p><p>{'★' * row.stars}</p>"
-        else:
-            body = "<p>此卡当前无效或无法识别 / This card is not valid or not recognised.</p>"
-        page = (
-            '<!doctype html><html lang="zh"><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>星级诚信卡</title><h1>星级诚信卡 Star Integrity Card</h1>{body}</html>"
-        )
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
-
     app.include_router(cards_router(ctx, now))
+    app.include_router(citizen_router(ctx, now))
     app.include_router(rights_router(ctx, now))
     app.include_router(staff_router(ctx, now))
+    app.include_router(public_router(ctx, now))
     return app
 
 

@@ -20,12 +20,13 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 
 from issuer.api_auth import Operator, Supervisor
 from issuer.api_rights_schemas import (
+    MAX_ID,
     CatalogueOut,
     ExitCheckOut,
     GradeOut,
@@ -72,6 +73,10 @@ def _grade(announced: Announcement) -> GradeOut:
     )
 
 
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+"""A row id in a path: larger than the databases hold is a 422, not a server error."""
+
+
 def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRouter:
     """The rights routes for ``ctx``; ``now`` is the app's clock."""
     router = APIRouter(prefix="/v1", tags=["rights"])
@@ -105,7 +110,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
             return ObjectionOut.model_validate(get_objection(conn, objection_id))
 
     @router.get("/objections/{objection_id}")
-    def view_objection(objection_id: int, principal: Operator) -> ObjectionOut:
+    def view_objection(objection_id: RowId, principal: Operator) -> ObjectionOut:
         at = now()
         with ctx.engine.begin() as conn:
             objection = get_objection(conn, objection_id)
@@ -113,7 +118,9 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
         return ObjectionOut.model_validate(objection)
 
     @router.post("/objections/{objection_id}/extension")
-    def extend_objection(objection_id: int, body: ReasonIn, principal: Supervisor) -> ObjectionOut:
+    def extend_objection(
+        objection_id: RowId, body: ReasonIn, principal: Supervisor
+    ) -> ObjectionOut:
         """Extends the decision deadline once, to the escalation day."""
         at = now()
         with ctx.engine.begin() as conn:
@@ -124,7 +131,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
 
     @router.post("/objections/{objection_id}/decision")
     def decide_objection(
-        objection_id: int, body: ObjectionDecisionIn, principal: Supervisor
+        objection_id: RowId, body: ObjectionDecisionIn, principal: Supervisor
     ) -> ObjectionDecisionOut:
         """Closes the objection: ``upheld`` withdraws the record, ``corrected`` replaces the
         values given in ``correction`` (old ones kept in the record history), ``rejected``
@@ -146,7 +153,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
     # --- repair -------------------------------------------------------------------------
 
     @router.get("/records/{record_id}/repair-outlook")
-    def repair_outlook(record_id: int, principal: Operator) -> RepairOutlookOut:
+    def repair_outlook(record_id: RowId, principal: Operator) -> RepairOutlookOut:
         """The record's periods (regime of its decision date) and what blocks repair today."""
         at = now()
         with ctx.engine.begin() as conn:
@@ -156,7 +163,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
 
     @router.post("/records/{record_id}/repair-requests", status_code=201, response_model=None)
     def request_repair(
-        record_id: int, body: RepairRequestIn, principal: Operator
+        record_id: RowId, body: RepairRequestIn, principal: Operator
     ) -> RepairRequestOut | JSONResponse:
         """Applies for repair on the citizen's behalf; 422 lists every unmet condition."""
         at = now()
@@ -174,7 +181,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
 
     @router.post("/repair-requests/{request_id}/decision")
     def decide_repair(
-        request_id: int, body: RepairDecisionIn, principal: Supervisor
+        request_id: RowId, body: RepairDecisionIn, principal: Supervisor
     ) -> RepairRequestOut:
         """Grants (conditions re-checked today; the record is archived, the subject re-graded)
         or refuses with its reason."""
@@ -244,7 +251,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
         return [ExitCheckOut.model_validate(check) for check in due]
 
     @router.get("/list-entries/{entry_id}/exit-check")
-    def exit_check(entry_id: int, principal: Operator) -> ExitCheckOut:
+    def exit_check(entry_id: RowId, principal: Operator) -> ExitCheckOut:
         at = now()
         with ctx.engine.begin() as conn:
             check = lists.exit_check(conn, entry_id, at)
@@ -252,7 +259,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
         return ExitCheckOut.model_validate(check)
 
     @router.post("/list-entries/{entry_id}/removal")
-    def remove_list_entry(entry_id: int, body: RemovalIn, principal: Supervisor) -> ExitCheckOut:
+    def remove_list_entry(entry_id: RowId, body: RemovalIn, principal: Supervisor) -> ExitCheckOut:
         """Removes the entry (and lifts its measures) when an exit condition is met; 409
         otherwise, with the reasons."""
         at = now()
@@ -262,7 +269,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
         return ExitCheckOut.model_validate(check)
 
     @router.post("/list-entries/{entry_id}/measures", status_code=201)
-    def apply_measure(entry_id: int, body: MeasureIn, principal: Supervisor) -> dict[str, int]:
+    def apply_measure(entry_id: RowId, body: MeasureIn, principal: Supervisor) -> dict[str, int]:
         """A unit applies a recommended catalogue measure (its own, for this list and kind)."""
         with ctx.engine.begin() as conn:
             measure_id = lists.apply_measure(
@@ -282,7 +289,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
             return ReviewOut.model_validate(get_review(conn, review_id))
 
     @router.get("/reviews/{review_id}")
-    def view_review(review_id: int, principal: Operator) -> ReviewOut:
+    def view_review(review_id: RowId, principal: Operator) -> ReviewOut:
         at = now()
         with ctx.engine.begin() as conn:
             review = get_review(conn, review_id)
@@ -291,7 +298,7 @@ def rights_router(ctx: IssuerContext, now: Callable[[], dt.datetime]) -> APIRout
 
     @router.post("/reviews/{review_id}/decision")
     def decide_human_review(
-        review_id: int, body: ReviewDecisionIn, principal: Supervisor
+        review_id: RowId, body: ReviewDecisionIn, principal: Supervisor
     ) -> ReviewOut:
         """The reviewer (the principal) confirms the grade or names the objection that
         amends it, with the explanation given to the subject."""

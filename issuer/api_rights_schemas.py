@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+MAX_ID = 2**63 - 1
+"""Largest row id (a signed 64-bit integer in both databases); larger ids are a 422."""
 _TEXT = 4000
 """Longest free text accepted (grounds, reasons, notes, evidence)."""
 
@@ -21,7 +23,7 @@ class _Out(BaseModel):
 
 
 class ObjectionIn(_In):
-    record_id: int | None = Field(default=None, ge=1)
+    record_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     """None objects to the evaluation itself."""
     grounds: str = Field(min_length=1, max_length=_TEXT)
     filed_by: Literal["subject", "staff"] = "subject"
@@ -75,7 +77,7 @@ class ListEntryIn(_In):
     notice_rights: str = Field(default="", max_length=_TEXT)
     exit_conditions: str = Field(default="", max_length=_TEXT)
     exit_on: dt.date | None = None
-    record_id: int | None = Field(default=None, ge=1)
+    record_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     exit_when_record_cleared: bool = False
 
 
@@ -91,7 +93,7 @@ class RemovalIn(_In):
 class ReviewDecisionIn(_In):
     outcome: Literal["confirmed", "amended"]
     note: str = Field(min_length=1, max_length=_TEXT)
-    objection_id: int | None = Field(default=None, ge=1)
+    objection_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class GradeOut(_Out):

@@ -205,6 +205,8 @@ class CardJobs:
         """
         with self._engine.begin() as conn:
             lock_subject(conn, subject_id)
+            # A job given up meanwhile says so (Superseded) before any other reason.
+            advance(conn, serial, "verified", "verified", now)
             live = conn.execute(
                 select(cards.c.serial, cards.c.status_list_id).where(
                     cards.c.subject_id == subject_id, cards.c.state.in_(LIVE_STATES)

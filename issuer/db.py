@@ -158,6 +158,7 @@ Index("uq_audit_events_seq", audit_events.c.seq, unique=True)
 
 # The credit platform's own tables (departments, record history, query log) join this
 # metadata when their module is imported; imported last because it imports ``metadata``.
+from issuer import db_citizen as _db_citizen  # noqa: E402, F401
 from issuer import db_grading as _db_grading  # noqa: E402, F401
 from issuer import db_lifecycle as _db_lifecycle  # noqa: E402, F401
 from issuer import db_platform as _db_platform  # noqa: E402, F401

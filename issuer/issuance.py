@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,6 +128,27 @@ def hash_secret(value: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(value.encode(), salt=salt, n=2**14, r=8, p=1)
     return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+class WrongSecret(ValueError):
+    """The secret given is not the one hashed (or the stored hash is malformed)."""
+
+
+def check_secret(value: str, stored: str) -> None:
+    """Checks ``value`` against ``stored`` (:func:`hash_secret`) in constant time; the scrypt
+    work is done even for a malformed ``stored``.
+
+    Raises:
+        WrongSecret: ``value`` is not the secret, or ``stored`` is malformed.
+    """
+    try:
+        scheme, salt_hex, digest_hex = stored.split("$")
+        salt, expected = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
+    except ValueError:
+        scheme, salt, expected = "", b"\0" * 16, b""
+    digest = hashlib.scrypt(value.encode(), salt=salt, n=2**14, r=8, p=1)
+    if not hmac.compare_digest(digest, expected) or scheme != "scrypt":
+        raise WrongSecret("the secret does not match")
 
 
 def qr_binding(qr_token: str) -> bytes:

@@ -56,6 +56,11 @@ class IssuerSettings:
     """The HSM key (purpose AUDIT_CHECKPOINT_SIGNING) that signs audit-log checkpoints."""
     audit_checkpoint_every: int = 1000
     """A signed audit checkpoint is written automatically after this many events."""
+    verifier_url: str | None = None
+    """Base URL of the verifier whose ``GET /v1/cards/{serial}/receipts`` feeds the citizen's
+    "who checked my card" (None: the page says it is not available)."""
+    verifier_token: str | None = field(default=None, repr=False)
+    """The issuer service's bearer token at that verifier."""
 
     @property
     def status_list_uri(self) -> str:
@@ -85,4 +90,6 @@ class IssuerSettings:
             pii_key=pii_key,
             public_base_url=os.environ.get("STARCARD_PUBLIC_URL", cls.public_base_url),
             card_factory_export=os.environ.get("STARCARD_CARD_FACTORY_EXPORT") == "1",
+            verifier_url=os.environ.get("STARCARD_VERIFIER_URL"),
+            verifier_token=os.environ.get("STARCARD_VERIFIER_TOKEN"),
         )

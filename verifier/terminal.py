@@ -2,10 +2,12 @@
 
 Online: asks the verifier service for a challenge, taps the card (3 APDUs), sends the answer;
 every request is signed with this terminal's own key (``--key``, made by ``keygen`` and
-registered by an operator). Offline: verifies locally against the pinned root, the signed
-trust list and the last signed status list held on disk, and appends a receipt to
-``--receipts`` for ``upload`` later. The result is one big line: ✓ valid ★★★★ (an office) or
-✓ valid with the benefit (a merchant), ✗ not valid, or ? cannot check now.
+registered by an operator). Offline: verifies locally against the pinned root (``--root``)
+and either the signed trust list and last status list files (``--trust-list``,
+``--status-list``) or the list cache that ``starcard-verifier sync`` keeps (``--cache``; a
+damaged, altered or rolled-back cache is refused: "cannot check now", exit 3), and appends a
+receipt to ``--receipts`` for ``upload`` later. The result is one big line: ✓ valid ★★★★
+(an office) or ✓ valid with the benefit (a merchant), ✗ not valid, or ? cannot check now.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from verifier.core.benefits import OFFICE_CATEGORY, BenefitAnswer
 from verifier.core.errors import VerificationError
 from verifier.core.status_list import StatusListCache
 from verifier.core.verify import Answer
+from verifier.list_store import CacheRefused, load_service
 from verifier.service import MemoryLedger, VerifierService
 from verifier.settings import VerifierSettings
 from verifier.tap import TapData, tap_card
@@ -96,6 +99,10 @@ def tap(
     root: Annotated[Path | None, typer.Option(help="offline: pinned root key (PEM)")] = None,
     trust_list: Annotated[Path | None, typer.Option(help="offline: signed trust list")] = None,
     status_list: Annotated[Path | None, typer.Option(help="offline: signed status list")] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="offline: list cache of `starcard-verifier sync` (for the two lists)"),
+    ] = None,
     category: Annotated[
         str, typer.Option(help="offline: this terminal's category (office sees stars)")
     ] = OFFICE_CATEGORY,
@@ -113,12 +120,11 @@ def tap(
     """Tap one card and show the answer."""
     try:
         if offline:
-            if root is None or trust_list is None or status_list is None:
-                raise typer.BadParameter("--offline needs --root, --trust-list and --status-list")
-            files = (root, trust_list, status_list, benefits)
+            lists = _offline_lists(root, cache, trust_list, status_list)
             answer = _tap_offline(
-                reader, terminal_id, category, files, receipts, timeout, accept_low_assurance
-            )
+                reader, terminal_id, category, lists, benefits, receipts, timeout,
+                accept_low_assurance,
+            )  # fmt: skip
         else:
             if key is None:
                 raise typer.BadParameter("online taps need --key (this terminal's private key)")
@@ -138,22 +144,42 @@ def tap(
         raise typer.Exit(3) from None
 
 
-def _tap_offline(
-    reader: str,
-    terminal_id: str,
-    category: str,
-    files: tuple[Path, Path, Path, Path | None],
-    receipts: Path | None,
-    timeout: float,
-    accept_low_assurance: bool,
-) -> Answer:
-    root, trust_list, status_list, benefits = files
-    now = int(time.time())
-    settings = VerifierSettings(root, trust_list, accept_low_assurance=accept_low_assurance)
-    ledger = MemoryLedger()
+OfflineLists = tuple[Path, Path] | tuple[Path, Path, Path]
+"""(root, cache directory) or (root, trust list file, status list file)."""
+
+
+def _offline_lists(
+    root: Path | None, cache: Path | None, trust_list: Path | None, status_list: Path | None
+) -> OfflineLists:
+    """The sources of an offline tap; raises BadParameter saying which options to give."""
+    if root is None:
+        raise typer.BadParameter("--offline needs --root (the pinned root key)")
+    if cache is not None:
+        if trust_list is not None or status_list is not None:
+            raise typer.BadParameter("give either --cache or --trust-list/--status-list")
+        return root, cache
+    if trust_list is None or status_list is None:
+        raise typer.BadParameter("--offline needs --cache, or --trust-list and --status-list")
+    return root, trust_list, status_list
+
+
+def _offline_service(
+    lists: OfflineLists, now: int, accept_low_assurance: bool, ledger: MemoryLedger
+) -> VerifierService:
+    """The local verifier; exits 3 ("cannot check now") without usable trust data."""
+    pinned = VerifierSettings(lists[0], lists[0]).root()
+    if len(lists) == 2:
+        try:
+            return load_service(
+                lists[1], pinned, now, accept_low_assurance=accept_low_assurance, ledger=ledger
+            )
+        except CacheRefused as exc:
+            console.print(f"[bold yellow]? cannot check now[/] — {exc}")
+            raise typer.Exit(3) from None
+    _, trust_list, status_list = lists
     try:
         service = VerifierService.from_trust_list(
-            settings.root(),
+            pinned,
             trust_list.read_bytes(),
             now,
             status=StatusListCache(),
@@ -167,6 +193,22 @@ def _tap_offline(
         service.accept_status_list(status_list.read_bytes(), now)
     except (OSError, VerificationError) as exc:  # a bad or stale list: "cannot check"
         console.print(f"status list not usable: {exc}")
+    return service
+
+
+def _tap_offline(
+    reader: str,
+    terminal_id: str,
+    category: str,
+    lists: OfflineLists,
+    benefits: Path | None,
+    receipts: Path | None,
+    timeout: float,
+    accept_low_assurance: bool,
+) -> Answer:
+    now = int(time.time())
+    ledger = MemoryLedger()
+    service = _offline_service(lists, now, accept_low_assurance, ledger)
     if benefits is not None:
         try:
             service.accept_benefits(benefits.read_bytes(), now)

@@ -95,7 +95,7 @@ def test_citizen_page_does_not_distinguish_unknown_and_revoked(
     issued = sqlite_issuer.issuance.personalize(session, subject, NOW, "clerk")
     c = client(sqlite_issuer)
     active = c.get(f"/c/{issued.qr_token}")
-    assert "★★★" in active.text and "Valid" in active.text
+    assert "★★★" in active.text and "有效" in active.text
     unknown = c.get("/c/" + hashlib.sha256(b"nope").hexdigest()[:22])
     sqlite_issuer.issuance.revoke(issued.serial, "lost", NOW, "clerk")
     revoked = c.get(f"/c/{issued.qr_token}")

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from issuer.api import create_app
+from issuer.audit_verify import audit_keys, verify_chain
 from issuer.cli import app as cli
 from issuer.db import records
 from issuer.wiring import IssuerContext
@@ -62,6 +63,10 @@ def test_daily_jobs_run(sqlite_issuer: IssuerContext) -> None:
     result = CliRunner().invoke(cli, ["daily"], obj=sqlite_issuer)
     assert result.exit_code == 0, result.output
     assert "re-graded:" in result.output
+    assert "audit checkpoint signed at seq" in result.output
+    with sqlite_issuer.engine.connect() as conn:
+        report = verify_chain(conn, audit_keys(sqlite_issuer.hsm))
+    assert report.checkpoints >= 1
 
 
 def test_grade_response_carries_a_verifiable_receipt(issuer_ctx: IssuerContext) -> None:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from verifier.api.auth import TokenBucket
 from verifier.api.operator import operator_router
 from verifier.api.receipts import receipts_router
+from verifier.api.responses import ERROR_RESPONSES
 from verifier.api.taps import b64decode, b64encode, taps_router
 from verifier.core.errors import CannotVerify, VerificationError
 from verifier.service import VerifierService
@@ -69,7 +70,7 @@ def create_app(
     if settings.benefits is not None:
         _load_benefits(service, settings, now)
 
-    app = FastAPI(title="StarCard verifier", version="0.2.0")
+    app = FastAPI(title="StarCard verifier", version="0.2.0", responses=ERROR_RESPONSES)
     app.state.service = service
     app.state.store = store
     app.state.clock = clock
