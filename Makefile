@@ -32,9 +32,19 @@ test: lint typecheck importlint pytest
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache
 
+# Benchmarks: bench/results.json (every metric beside a baseline measured in the same run) and
+# the table printed; needs pcscd/vpcd, PostgreSQL (STARCARD_BENCH_PG) and wrk. Under 15 min on
+# 2 cores; QUICK=1 runs a smaller version (a minute or two) for development.
 .PHONY: bench
 bench: setup
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk: run 'make setup' as root (apt-get install wrk)" >&2; exit 1; }
 	QUICK=$(QUICK) $(PY) -m bench.run
+
+# The fault and attack catalogue (docs/faults.md): writes bench/faults.json, fails on any
+# false accept, inconsistent state, double active card, lost commit or hang, or a missed control.
+.PHONY: faults
+faults: setup
+	QUICK=$(QUICK) $(PY) -m bench.faults
 
 # Coverage-guided fuzzing of the byte parsers (atheris/libFuzzer); see fuzz/_common.py.
 # Each target runs FUZZ_SECONDS with an RSS cap; corpora and crash artifacts go to FUZZ_WORK.

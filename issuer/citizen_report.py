@@ -27,7 +27,7 @@ from issuer.query_log import log_read
 from issuer.receipts import issue_receipt
 from issuer.repair import effect_window
 from issuer.wiring import IssuerContext
-from issuer.workdays import local_date
+from issuer.workdays import BEIJING, local_date
 
 ACTOR = "citizen"
 PURPOSE = "own report"
@@ -165,6 +165,14 @@ def _name(policy: Policy, category: str) -> str:
     return category if known is None else known.name
 
 
+def _local_time(at: object) -> str:
+    """The verifier's receipt time (unix seconds) as Beijing local time, ``YYYY-MM-DD HH:MM``;
+    any other form is shown as given."""
+    if isinstance(at, int) and not isinstance(at, bool):
+        return dt.datetime.fromtimestamp(at, BEIJING).strftime("%Y-%m-%d %H:%M")
+    return str(at)
+
+
 def fetch_checks(
     verifier_url: str | None,
     verifier_token: str | None,
@@ -184,7 +192,7 @@ def fetch_checks(
         response.raise_for_status()
         items = tuple(
             {
-                "at": str(c["at"]),
+                "at": _local_time(c["at"]),
                 "merchant_name": str(c["merchant_name"]),
                 "category": str(c["category"]),
                 "state": str(c["state"]),

@@ -16,6 +16,7 @@ command -v pcsc_scan >/dev/null 2>&1 || need_apt+=(pcsc-tools)
 command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # citizen-page browser tests
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # make bench: verifier_http_rps load generator
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv python3-dev)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

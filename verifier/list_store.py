@@ -4,8 +4,10 @@ A cache directory holds:
 
 * ``trust-list.cbor``: the exact bytes of the last accepted trust list;
 * ``status-<list id>.cwt``: the exact bytes of the last accepted token of each status list;
+* ``benefits.cwt``: the exact bytes of the last accepted benefits catalogue (if synced);
 * ``state.json``: ETags, the watermarks (trust list ``seq``/``iat`` and SHA-256, each status
-  list's ``uri``/``iat`` and SHA-256) and the time of the last successful sync.
+  list's ``uri``/``iat`` and SHA-256, the catalogue's ``version`` and SHA-256) and the time
+  of the last successful sync.
 
 Invariants:
 
@@ -13,7 +15,8 @@ Invariants:
   then ``fsync`` of the directory. A list file is written before the state that names it,
   so a crash between the two leaves a list *newer* than the state, never older.
 * Nothing on disk is trusted: :func:`load_lists` re-verifies every list against the pinned
-  root (a trust list) or the keys of that trust list (status lists), each at its own ``iat``
+  root (a trust list) or the keys of that trust list (status lists, the catalogue), each at
+  its own ``iat``
   first, so that its authenticated ``seq``/``iat`` are known even when it has expired since.
   The watermark restored is the higher of the state's and the verified list's own: the state
   file can raise a watermark (fail closed) but never lower one a verified list exceeds.
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -40,6 +42,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from verifier.benefits_store import MarkedBenefitsCache, check_mark, mark_of
+from verifier.core.benefits import BenefitCatalogue, parse_benefits
 from verifier.core.cbor import decode_strict
 from verifier.core.cose import parse_sign1
 from verifier.core.errors import (
@@ -58,6 +62,7 @@ from verifier.core.status_list import (
 )
 from verifier.core.trust import TrustStore
 from verifier.core.trust_list import TrustList, TrustListCache, TrustWatermark, parse_trust_list
+from verifier.list_state import CacheRefused, CacheState, StatusEntry, _int
 from verifier.service import VerifierService
 
 __all__ = [
@@ -75,103 +80,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 TRUST_FILE = "trust-list.cbor"
-_FORMAT = 1
-
-
-class CacheRefused(RuntimeError):
-    """The cache directory holds a torn, tampered or rolled-back file; says which and what
-    to do."""
-
-
-@dataclass(frozen=True)
-class StatusEntry:
-    """What the state records for one status list id."""
-
-    uri: str
-    iat: int
-    digest: str
-    etag: str | None = None
-
-
-@dataclass(frozen=True)
-class CacheState:
-    """The contents of ``state.json`` (all fields optional: an empty cache is valid)."""
-
-    trust_seq: int | None = None
-    trust_iat: int | None = None
-    trust_digest: str | None = None
-    trust_etag: str | None = None
-    status: dict[int, StatusEntry] = field(default_factory=dict)
-    last_sync: int | None = None
-
-    def to_json(self) -> bytes:
-        doc = {
-            "format": _FORMAT,
-            "trust_list": None
-            if self.trust_seq is None
-            else {
-                "seq": self.trust_seq,
-                "iat": self.trust_iat,
-                "sha256": self.trust_digest,
-                "etag": self.trust_etag,
-            },
-            "status_lists": {
-                str(list_id): {"uri": e.uri, "iat": e.iat, "sha256": e.digest, "etag": e.etag}
-                for list_id, e in sorted(self.status.items())
-            },
-            "last_sync": self.last_sync,
-        }
-        return json.dumps(doc, indent=1, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes, where: Path) -> CacheState:
-        """Raises :class:`CacheRefused` naming ``where`` for anything but the written form."""
-        try:
-            doc = json.loads(raw)
-            if doc["format"] != _FORMAT:
-                raise ValueError(f"format {doc['format']!r} is not {_FORMAT}")
-            trust = doc["trust_list"]
-            status = {
-                int(k): StatusEntry(_text(v["uri"]), _int(v["iat"]), _hex(v["sha256"]), v["etag"])
-                for k, v in doc["status_lists"].items()
-            }
-            last_sync = doc["last_sync"]
-            if last_sync is not None:
-                _int(last_sync)
-            if trust is None:
-                return cls(status=status, last_sync=last_sync)
-            return cls(
-                _int(trust["seq"]),
-                _int(trust["iat"]),
-                _hex(trust["sha256"]),
-                trust["etag"],
-                status,
-                last_sync,
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CacheRefused(
-                f"{where} is torn or was altered ({exc}); delete it and run "
-                "`starcard-verifier sync` to fetch the lists again (the list files keep "
-                "their own watermarks)"
-            ) from None
-
-
-def _int(value: object) -> int:
-    if type(value) is not int:
-        raise ValueError(f"{value!r} is not an integer")
-    return value
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{value!r} is not a non-empty text")
-    return value
-
-
-def _hex(value: object) -> str:
-    if not isinstance(value, str) or len(bytes.fromhex(value)) != 32:
-        raise ValueError(f"{value!r} is not a SHA-256 in hex")
-    return value
+BENEFITS_FILE = "benefits.cwt"
 
 
 def _sha256(data: bytes) -> str:
@@ -242,12 +151,27 @@ class ListStore:
             status[list_id] = StatusEntry(accepted.uri, accepted.iat, _sha256(data), etag)
             self._write_state(replace(state, status=status))
 
+    def save_benefits(self, data: bytes, accepted: BenefitCatalogue, etag: str | None) -> None:
+        """Persists an accepted benefits catalogue (its bytes first, then the state)."""
+        with self._lock:
+            state = self._state_or_empty()
+            self._write(BENEFITS_FILE, data)
+            self._write_state(
+                replace(
+                    state,
+                    benefits_version=accepted.version,
+                    benefits_iat=accepted.iat,
+                    benefits_digest=_sha256(data),
+                    benefits_etag=etag,
+                )
+            )
+
     def record_sync(self, now: int) -> None:
         """Records ``now`` as the time of the last sync that reached the issuer."""
         with self._lock:
             self._write_state(replace(self._state_or_empty(), last_sync=now))
 
-    def forget_etags(self, trust: bool, list_ids: set[int]) -> None:
+    def forget_etags(self, trust: bool, list_ids: set[int], benefits: bool = False) -> None:
         """Drops the ETags of refused lists, so that the next sync fetches them in full."""
         with self._lock:
             state = self._state_or_empty()
@@ -255,7 +179,10 @@ class ListStore:
                 i: replace(e, etag=None) if i in list_ids else e for i, e in state.status.items()
             }
             etag = None if trust else state.trust_etag
-            self._write_state(replace(state, trust_etag=etag, status=status))
+            benefits_etag = None if benefits else state.benefits_etag
+            self._write_state(
+                replace(state, trust_etag=etag, status=status, benefits_etag=benefits_etag)
+            )
 
     def _state_or_empty(self) -> CacheState:
         try:
@@ -309,6 +236,8 @@ class LoadedLists:
     unusable: list[str] = field(default_factory=list)
     refused_trust: bool = False
     refused_status: set[int] = field(default_factory=set)
+    benefits: MarkedBenefitsCache = field(default_factory=MarkedBenefitsCache)
+    refused_benefits: bool = False
 
     def store(self, now: int) -> TrustStore:
         """The usable keys, or an empty store (every answer ``unknown``)."""
@@ -405,7 +334,53 @@ def load_lists(store: ListStore, root: ec.EllipticCurvePublicKey, now: int) -> L
             refused_status.add(list_id)
         except VerificationError as exc:  # expired, our clock behind it, key retired
             unusable.append(f"{path} is not usable now: {exc}")
-    return LoadedLists(trust_lists, status, refused, unusable, refused_trust, refused_status)
+    benefits, benefits_problem = _load_benefits(store, state, authentic, trust_now, now)
+    if benefits_problem is not None:
+        refused.append(benefits_problem)
+    elif store.read(BENEFITS_FILE) is not None and benefits.current is None:
+        unusable.append(f"{where / BENEFITS_FILE} is not usable now (expired or key retired)")
+    return LoadedLists(
+        trust_lists,
+        status,
+        refused,
+        unusable,
+        refused_trust,
+        refused_status,
+        benefits,
+        benefits_problem is not None,
+    )
+
+
+def _load_benefits(
+    store: ListStore,
+    state: CacheState,
+    authentic: TrustList | None,
+    trust_now: TrustStore | None,
+    now: int,
+) -> tuple[MarkedBenefitsCache, str | None]:
+    """The catalogue cache with its watermark restored (the higher of the state's and the
+    verified file's own), and why the file was refused (``None`` if it was not)."""
+    path = store.directory / BENEFITS_FILE
+    mark = state.benefits_mark
+    raw = store.read(BENEFITS_FILE)
+    if raw is None:
+        missing = f"{path} is missing but {store.directory / STATE_FILE} names it"
+        return MarkedBenefitsCache(mark), None if mark is None else missing
+    if authentic is None:
+        return MarkedBenefitsCache(mark), f"{path} cannot be checked without a trust list"
+    try:
+        own = parse_benefits(raw, authentic.store(), _int(peek_claim(raw, "iat")))
+    except (VerificationError, ValueError) as exc:
+        return MarkedBenefitsCache(mark), f"{path} does not verify: {exc}"
+    try:
+        check_mark(mark, own)
+    except VerificationError as exc:
+        return MarkedBenefitsCache(mark), f"{path} was rolled back or altered: {exc}"
+    cache = MarkedBenefitsCache(mark_of(own))
+    if trust_now is not None:
+        with contextlib.suppress(VerificationError):  # expired: not usable, mark kept
+            cache.accept(raw, trust_now, now)
+    return cache, None
 
 
 def _higher(held: Watermark | None, other: Watermark) -> Watermark:
@@ -453,7 +428,11 @@ def load_service(
     elif loaded.refused:
         for problem in loaded.refused:
             log.warning("list cache: %s; dropped, it will be fetched again", problem)
-        store.forget_etags(loaded.refused_trust, loaded.refused_status)
+        store.forget_etags(loaded.refused_trust, loaded.refused_status, loaded.refused_benefits)
     return VerifierService(
-        trust=loaded.store(now), status=loaded.status, trust_lists=loaded.trust_lists, **options
+        trust=loaded.store(now),
+        status=loaded.status,
+        trust_lists=loaded.trust_lists,
+        benefits=loaded.benefits,
+        **options,
     )

@@ -83,6 +83,10 @@ class VerifierService:
     """Policy: whether a card without clone protection (keyless profile) may be ``valid``."""
     ledger: Ledger = field(default_factory=MemoryLedger)
     benefits: BenefitsCache = field(default_factory=BenefitsCache)
+    _trust_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    """Serialises trust-list swaps (the sync thread and an operator's push)."""
 
     def begin(self, terminal_id: str, context: bytes, now: int) -> tuple[str, bytes]:
         """Returns (sealed challenge handle, the 32 bytes the card must sign)."""
@@ -171,15 +175,21 @@ class VerifierService:
 
     def accept_trust_list(self, data: bytes, now: int) -> None:
         """Takes a newer trust list (rotation); rollback and bad lists raise and change
-        nothing. Needs a verifier made by :meth:`from_trust_list`."""
+        nothing. Needs a verifier made by :meth:`from_trust_list`.
+
+        Safe while requests are served: swaps are serialised, and ``trust`` is replaced by
+        a new store in one assignment (a request uses either the old or the new keys)."""
         if self.trust_lists is None:
             raise RuntimeError("this verifier pins keys directly, not a trust-list root")
-        self.trust_lists.accept(data, now)
-        self.trust = self.trust_lists.store(now)
+        with self._trust_lock:
+            self.trust_lists.accept(data, now)
+            self.trust = self.trust_lists.store(now)
 
-    def accept_status_list(self, token: bytes, now: int) -> None:
-        """Raises a ``CannotVerify`` subclass on rollback; invalid tokens raise their error."""
-        self.status.accept(token, self.trust, now)
+    def accept_status_list(self, token: bytes, now: int, *, uri: str | None = None) -> None:
+        """Verifies ``token`` and holds it (``status.token(uri)`` then returns it). ``uri``:
+        the URI it was fetched from (its signed ``sub`` must match: mix-and-match). Raises a
+        ``CannotVerify`` subclass on rollback; invalid tokens raise their error."""
+        self.status.accept(token, self.trust, now, uri=uri)
 
     def accept_benefits(self, data: bytes, now: int) -> None:
         """Takes a newer signed benefits catalogue; bad, expired or older ones raise and

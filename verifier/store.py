@@ -10,10 +10,15 @@ change means a new table or a manual migration, see ``docs/verifier.md``).
 Receipts are idempotent by id: an offline terminal uploads a receipt with the uuid it made
 when the tap happened, and uploading it again changes nothing. A receipt id belongs to one
 terminal; :class:`ReceiptConflict` if another terminal claims it.
+
+Receipts are kept at least :data:`RECEIPT_RETENTION_YEARS` years (like the issuer's query log,
+they record who looked at a citizen's card); :meth:`VerifierStore.purge_receipts` refuses a
+younger cut-off.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -23,9 +28,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
+    "RECEIPT_RETENTION_YEARS",
     "CardCheck",
     "Receipt",
     "ReceiptConflict",
+    "RetentionError",
     "Terminal",
     "TerminalExists",
     "VerifierStore",
@@ -33,6 +40,9 @@ __all__ = [
 ]
 
 metadata = sa.MetaData()
+
+RECEIPT_RETENTION_YEARS = 5
+"""Default minimum age of a receipt before it may be purged (as the issuer's query log)."""
 
 terminals = sa.Table(
     "verifier_terminals",
@@ -79,6 +89,19 @@ class ReceiptConflict(Exception):
     """A receipt id that another terminal already used."""
 
 
+class RetentionError(ValueError):
+    """A purge cut-off that would delete receipts younger than the retention period."""
+
+
+def retention_cutoff(now: int, years: int) -> int:
+    """The unix time ``years`` calendar years before ``now`` (UTC; 29 February → 28th)."""
+    at = dt.datetime.fromtimestamp(now, dt.UTC)
+    try:
+        return int(at.replace(year=at.year - years).timestamp())
+    except ValueError:
+        return int(at.replace(year=at.year - years, day=28).timestamp())
+
+
 @dataclass(frozen=True)
 class Terminal:
     id: str
@@ -123,12 +146,18 @@ class CardCheck:
 class VerifierStore:
     """Terminals, nonces and receipts over one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retention_years: int = RECEIPT_RETENTION_YEARS) -> None:
+        if retention_years < RECEIPT_RETENTION_YEARS:
+            raise ValueError(
+                f"receipts are kept at least {RECEIPT_RETENTION_YEARS} years; "
+                f"set retention_years to {RECEIPT_RETENTION_YEARS} or more"
+            )
         self.engine = engine
+        self.retention_years = retention_years
         metadata.create_all(engine)
 
     @classmethod
-    def connect(cls, url: str) -> VerifierStore:
+    def connect(cls, url: str, *, retention_years: int = RECEIPT_RETENTION_YEARS) -> VerifierStore:
         """Opens ``url`` (``sqlite://`` is one in-memory database shared by the threads of
         this process) and creates the tables if they are missing."""
         if url in ("sqlite://", "sqlite:///:memory:"):
@@ -137,7 +166,7 @@ class VerifierStore:
             )
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
-        return cls(engine)
+        return cls(engine, retention_years=retention_years)
 
     # -- terminals ----------------------------------------------------------------------
 
@@ -246,3 +275,20 @@ class VerifierStore:
         )  # fmt: skip
         with self.engine.connect() as conn:
             return [CardCheck(*row) for row in conn.execute(query).all()]
+
+    def purge_receipts(self, before: int, now: int) -> int:
+        """Deletes the receipts dated before ``before`` (unix time); returns how many.
+
+        Raises :class:`RetentionError` if ``before`` is later than ``retention_years``
+        calendar years before ``now`` (receipts younger than that must be kept).
+        """
+        cutoff = retention_cutoff(now, self.retention_years)
+        if before > cutoff:
+            day = dt.datetime.fromtimestamp(cutoff, dt.UTC).date().isoformat()
+            raise RetentionError(
+                f"receipts are kept {self.retention_years} years: purge before {day} "
+                f"(unix {cutoff}) or earlier"
+            )
+        with self.engine.begin() as conn:
+            result = conn.execute(receipts.delete().where(receipts.c.at < before))
+        return int(result.rowcount)

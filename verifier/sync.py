@@ -1,8 +1,8 @@
-"""Keeps a verifier's trust list and status lists in step with the issuer, over HTTP.
+"""Keeps a verifier's trust list, status lists and benefits catalogue in step with the issuer.
 
-:class:`ListSync` fetches ``/.well-known/starcard/trust-list`` and ``/s/<id>`` with
-``If-None-Match``. Rules (the issue: "never valid on stale data, never invalid for a network
-error"):
+:class:`ListSync` fetches ``/.well-known/starcard/trust-list``, ``/s/<id>`` and (with
+``benefits=True``) ``/.well-known/starcard/benefits`` with ``If-None-Match``. Rules (the
+issue: "never valid on stale data, never invalid for a network error"):
 
 * ``304``: the cached list stays; that only proves the HTTP layer is in step. The signed
   list's own ``exp`` still rules: a list the issuer keeps serving unchanged (a freeze) ends
@@ -11,8 +11,9 @@ error"):
   older list (rollback) or a different list with the same watermark (equivocation); a
   refused list changes nothing, in memory or on disk, and is reported. A status list must be
   for the URI the list id stands for (its ``sub`` ends in ``/s/<id>``, and stays the URI
-  first accepted for that id): mix-and-match is refused. Accepted lists are then persisted
-  through the :class:`~verifier.list_store.ListStore`.
+  first accepted for that id): mix-and-match is refused. A benefits catalogue older than
+  the version the cache recorded (or differing at that version) is refused too. Accepted
+  lists are then persisted through the :class:`~verifier.list_store.ListStore`.
 * network errors and ``5xx``: exponential backoff with full jitter (``base * 2**n`` capped
   at ``cap``, then a uniform draw below it); the service keeps answering from the lists it
   holds until their ``exp``, then ``unknown``.
@@ -32,6 +33,8 @@ from typing import Literal
 
 import httpx
 
+from verifier.benefits_store import check_mark
+from verifier.core.benefits import MAX_BENEFITS_BYTES, parse_benefits
 from verifier.core.errors import MalformedCredential, VerificationError
 from verifier.core.status_list import CLAIM_SUB, MAX_TOKEN_BYTES
 from verifier.core.trust_list import MAX_TRUST_LIST_BYTES
@@ -43,6 +46,7 @@ __all__ = ["ListSync", "Outcome", "SyncReport", "full_jitter"]
 log = logging.getLogger(__name__)
 
 TRUST_LIST_PATH = "/.well-known/starcard/trust-list"
+BENEFITS_PATH = "/.well-known/starcard/benefits"
 Result = Literal["updated", "not_modified", "refused", "unreachable"]
 
 
@@ -84,7 +88,9 @@ class _Refused(Exception):
 
 
 class ListSync:
-    """Polls the issuer at ``base_url`` for the trust list and the status lists ``list_ids``.
+    """Polls the issuer at ``base_url`` for the trust list and the status lists ``list_ids``,
+    and with ``benefits=True`` for the benefits catalogue (handed to ``service.benefits``, so
+    that no operator has to push it to each instance).
 
     ``service`` must hold a trust-list cache (built by
     :func:`~verifier.list_store.load_service` or ``VerifierService.from_trust_list``).
@@ -105,6 +111,7 @@ class ListSync:
         default_poll_s: float = 300.0,
         min_poll_s: float = 1.0,
         jitter: Callable[[float], float] = full_jitter,
+        benefits: bool = False,
     ) -> None:
         if not list_ids:
             raise ValueError("name at least one status list id to sync")
@@ -120,15 +127,19 @@ class ListSync:
         self._default_poll_s = default_poll_s
         self._min_poll_s = min_poll_s
         self._jitter = jitter
+        self._benefits = benefits
         self._failures = 0
         self.refusals: list[Outcome] = []
         """Every refused list so far (rollback, forgery, mix-and-match), oldest first."""
 
     def sync_once(self, now: int) -> SyncReport:
         """One round: the trust list first (new keys before lists they sign), then each
-        status list. Never raises for the network or a bad list (see the outcomes)."""
+        status list, then the benefits catalogue if asked for. Never raises for the network
+        or a bad list (see the outcomes)."""
         outcomes = [self._sync_trust_list(now)]
         outcomes += [self._sync_status_list(list_id, now) for list_id in self._list_ids]
+        if self._benefits:
+            outcomes.append(self._sync_benefits(now))
         report = SyncReport(now, tuple(outcomes))
         for outcome in report.outcomes:
             if outcome.result == "refused":
@@ -177,14 +188,9 @@ class ListSync:
         resource = "trust list"
         held = self._service.trust_lists.current if self._service.trust_lists else None
         etag = self._store.state().trust_etag if held is not None else None
-        try:
-            fetched = self._get(TRUST_LIST_PATH, etag, MAX_TRUST_LIST_BYTES)
-        except _Unreachable as exc:
-            return Outcome(resource, "unreachable", str(exc))
-        except _Refused as exc:
-            return Outcome(resource, "refused", str(exc))
-        if fetched is None:
-            return Outcome(resource, "not_modified")
+        fetched = self._fetch(resource, TRUST_LIST_PATH, etag, MAX_TRUST_LIST_BYTES)
+        if isinstance(fetched, Outcome):
+            return fetched
         data, new_etag = fetched
         try:
             self._service.accept_trust_list(data, now)
@@ -201,14 +207,9 @@ class ListSync:
         held = self._store.state().status.get(list_id)
         # an ETag only stands for a list the service still holds (one refused at load is not)
         etag = held.etag if held and self._service.status.token(held.uri) else None
-        try:
-            fetched = self._get(f"/s/{list_id}", etag, MAX_TOKEN_BYTES)
-        except _Unreachable as exc:
-            return Outcome(resource, "unreachable", str(exc))
-        except _Refused as exc:
-            return Outcome(resource, "refused", str(exc))
-        if fetched is None:
-            return Outcome(resource, "not_modified")
+        fetched = self._fetch(resource, f"/s/{list_id}", etag, MAX_TOKEN_BYTES)
+        if isinstance(fetched, Outcome):
+            return fetched
         data, new_etag = fetched
         try:
             uri = peek_claim(data, CLAIM_SUB)
@@ -216,11 +217,46 @@ class ListSync:
                 raise MalformedCredential(f"status list sub {uri!r} is not list {list_id}")
             if held is not None and uri != held.uri:
                 raise MalformedCredential(f"status list sub {uri!r} is not {held.uri!r}")
-            token = self._service.status.accept(data, self._service.trust, now, uri=uri)
+            self._service.accept_status_list(data, now, uri=uri)
         except VerificationError as exc:
             return Outcome(resource, "refused", exc.diagnostics())
+        token = self._service.status.token(uri)
+        if token is None:  # pragma: no cover - accept_status_list holds it or raises
+            raise RuntimeError("the status list was accepted but is not held")
         self._store.save_status_list(list_id, data, token, new_etag)
         return Outcome(resource, "updated", f"iat {token.iat}, exp {token.exp}")
+
+    def _sync_benefits(self, now: int) -> Outcome:
+        resource = "benefits catalogue"
+        state = self._store.state()
+        etag = state.benefits_etag if self._service.benefits.current is not None else None
+        fetched = self._fetch(resource, BENEFITS_PATH, etag, MAX_BENEFITS_BYTES)
+        if isinstance(fetched, Outcome):
+            return fetched
+        data, new_etag = fetched
+        try:
+            # the recorded watermark counts even when the service holds no catalogue
+            catalogue = parse_benefits(data, self._service.trust, now)
+            check_mark(state.benefits_mark, catalogue)
+            self._service.accept_benefits(data, now)
+        except VerificationError as exc:
+            return Outcome(resource, "refused", exc.diagnostics())
+        self._store.save_benefits(data, catalogue, new_etag)
+        return Outcome(resource, "updated", f"version {catalogue.version}, exp {catalogue.exp}")
+
+    def _fetch(
+        self, resource: str, path: str, etag: str | None, limit: int
+    ) -> Outcome | tuple[bytes, str | None]:
+        """:meth:`_get`, with a failure or a ``304`` as the round's :class:`Outcome`."""
+        try:
+            fetched = self._get(path, etag, limit)
+        except _Unreachable as exc:
+            return Outcome(resource, "unreachable", str(exc))
+        except _Refused as exc:
+            return Outcome(resource, "refused", str(exc))
+        if fetched is None:
+            return Outcome(resource, "not_modified")
+        return fetched
 
     def _get(self, path: str, etag: str | None, limit: int) -> tuple[bytes, str | None] | None:
         """The body and ETag of a ``200``, ``None`` for a ``304``. Raises :class:`_Unreachable`

@@ -23,7 +23,7 @@ from verifier.core.benefits import BENEFITS_TYP
 from verifier.core.trust_list import TRUST_LIST_TYP
 from verifier.terminal_auth import TerminalPrivateKey, generate_key, sign_request
 
-PUBLIC = {("GET", "/healthz")}
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}  # probes: a load balancer calls them
 TERMINAL_PATHS = {"/v1/challenges", "/v1/verifications", "/v1/receipts"}
 
 

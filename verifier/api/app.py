@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from verifier.api.auth import TokenBucket
 from verifier.api.operator import operator_router
@@ -82,10 +83,35 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/readyz", responses={503: {"description": "not ready: what is missing"}})
+    async def readyz() -> JSONResponse:
+        """200 once a usable trust list and at least one unexpired status list are held;
+        503 before (an instance that could only answer ``unknown``)."""
+        missing = not_ready(service, int(clock()))
+        if missing:
+            return JSONResponse({"status": "not ready", "missing": missing}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
     app.include_router(taps_router(service, clock))
     app.include_router(receipts_router(store, clock))
     app.include_router(operator_router(service, store, clock))
     return app
+
+
+def not_ready(service: VerifierService, now: int) -> list[str]:
+    """What keeps ``service`` from answering anything but ``unknown`` at ``now`` (empty: it
+    is ready): no usable trust list, or no unexpired status list."""
+    missing: list[str] = []
+    if service.trust_lists is not None:
+        try:
+            service.trust_lists.store(now)
+        except CannotVerify:
+            missing.append("trust list (none held, or expired)")
+    status = service.status
+    tokens = [status.token(uri) for uri in status.watermark]
+    if not any(token is not None and now < token.exp for token in tokens):
+        missing.append("status list (none held, or all expired)")
+    return missing
 
 
 def _load_benefits(service: VerifierService, settings: VerifierSettings, now: int) -> None:
