@@ -36,7 +36,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event, select, text
 
-from bench.run import metric
+from bench.common import metric
 from issuer.db import records
 from issuer.grading import grade_all, refresh_grades, regrade
 from issuer.migrate import upgrade
@@ -163,7 +163,7 @@ def _load_sqlite(engine: Engine, n: int) -> None:
 
 
 @contextlib.contextmanager
-def _postgres_database() -> Iterator[str]:
+def postgres_database() -> Iterator[str]:
     import psycopg
 
     try:
@@ -270,7 +270,7 @@ def run(quick: bool, subjects: int | None = None) -> dict[str, Any]:
     size = f"{n:,} subjects x {RECORDS_PER_SUBJECT} records"
     with tempfile.TemporaryDirectory(prefix="starcard-grade-") as tmp:
         lite = _bench_database(f"sqlite:///{Path(tmp) / 'grade.db'}", n)
-    with _postgres_database() as url:
+    with postgres_database() as url:
         pg = _bench_database(url, n)
     if lite["by_class"] != pg["by_class"]:
         raise RuntimeError(f"SQLite and PostgreSQL disagree: {lite['by_class']} {pg['by_class']}")
