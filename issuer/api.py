@@ -281,7 +281,16 @@ def create_app(
         return {"subject_id": subject_id}
 
     @app.post("/v1/organisations", status_code=201)
-    def create_organisation(body: OrganisationIn, actor: Staff) -> dict[str, str]:
+    def create_organisation(body: OrganisationIn, principal: Operator) -> dict[str, str]:
+        """Operators register organisations; accepting a code that fails its check (with a
+        reason) is a decision, so only a supervisor may give ``check_override_reason``."""
+        if body.check_override_reason is not None and principal.role != "supervisor":
+            raise HTTPException(
+                403,
+                "accepting a code that fails its check is a supervisor decision: "
+                "ask a supervisor to register this organisation",
+            )
+        actor = principal.name
         with ctx.engine.begin() as conn:
             subject_id = register_organisation(
                 conn,

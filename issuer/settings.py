@@ -90,6 +90,28 @@ class IssuerSettings:
             pii_key=pii_key,
             public_base_url=os.environ.get("STARCARD_PUBLIC_URL", cls.public_base_url),
             card_factory_export=os.environ.get("STARCARD_CARD_FACTORY_EXPORT") == "1",
+            audit_key_label=os.environ.get("STARCARD_AUDIT_KEY_LABEL", cls.audit_key_label),
+            audit_checkpoint_every=_positive_int(
+                "STARCARD_AUDIT_CHECKPOINT_EVERY", cls.audit_checkpoint_every
+            ),
             verifier_url=os.environ.get("STARCARD_VERIFIER_URL"),
             verifier_token=os.environ.get("STARCARD_VERIFIER_TOKEN"),
         )
+
+
+def _positive_int(name: str, default: int) -> int:
+    """``name`` from the environment as a whole number of at least 1 (``default`` if unset).
+
+    Raises:
+        RuntimeError: the value is not such a number; the message names the variable.
+    """
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise RuntimeError(f"{name} must be a whole number of at least 1, got {text!r}")
+    return value

@@ -97,6 +97,24 @@ def test_role_matrix(office: Office, role: str) -> None:
         assert "log in" in anonymous.json()["detail"]
 
 
+def test_only_a_supervisor_may_accept_a_code_that_fails_its_check(office: Office) -> None:
+    body = {
+        "uscc": "91350100M0001TGQXM",
+        "name": "某某公司",
+        "check_override_reason": "早期试点代码",
+    }
+    refused = office.client.post("/v1/organisations", json=body, headers=office.headers["operator"])
+    assert refused.status_code == 403 and "supervisor decision" in refused.json()["detail"]
+    plain = {"uscc": "91110000600037341L", "name": "某某公司"}
+    assert (
+        office.client.post("/v1/organisations", json=plain, headers=office.headers["operator"])
+    ).status_code == 201
+    accepted = office.client.post(
+        "/v1/organisations", json=body, headers=office.headers["supervisor"]
+    )
+    assert accepted.status_code == 201, accepted.text
+
+
 def test_an_expired_session_gets_401_saying_to_log_in_again(office: Office) -> None:
     url = f"/v1/subjects/{office.subject_id}/eligibility"
     assert office.client.get(url, headers=office.headers["operator"]).status_code == 200
