@@ -46,16 +46,16 @@ from issuer.citizen_security import (
     new_csrf_token,
     token_hash,
 )
-from issuer.db import cards, records
+from issuer.db import cards, records, stored_utc
 from issuer.events import RightsConflict, RightsError, RightsNotFound
 from issuer.grading import GradingError
+from issuer.lifecycle import LIVE_STATES
 from issuer.objections import ObjectionDesk
 from issuer.repair import RepairApplication, RepairConditionsNotMet, RepairDesk
 from issuer.review import request_review
 from issuer.wiring import IssuerContext
 from verifier.api.auth import TokenBucket
 
-LIVE_STATES = ("active", "suspended")
 _HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -66,12 +66,6 @@ _HEADERS = {
     ),
 }
 FormText = Annotated[str, Form(max_length=4000)]
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
 
 
 def citizen_router(
@@ -146,8 +140,8 @@ def citizen_router(
         return card if card is not None and card.state in LIVE_STATES else None
 
     def card_valid(card: Any, at: dt.datetime) -> bool:
-        expires = _aware(card.expires_at)
-        return bool(card.state == "active" and (expires is None or expires > at))
+        expires = card.expires_at
+        return bool(card.state == "active" and (expires is None or stored_utc(expires) > at))
 
     def base(token: str) -> str:
         return f"/c/{quote(token, safe='')}"

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, insert, select, update
 
+from issuer.db import stored_utc
 from issuer.db_citizen import citizen_code_attempts
 from issuer.issuance import WrongSecret, check_secret
 
@@ -80,10 +81,6 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
 def check_access_code(
     conn: Connection, card: Any, code: str, now: dt.datetime, limits: CitizenLimits
 ) -> None:
@@ -103,7 +100,7 @@ def check_access_code(
             .where(citizen_code_attempts.c.serial == card.serial)
             .with_for_update()
         ).first()
-    locked_until = _aware(row.locked_until) if row is not None and row.locked_until else None
+    locked_until = stored_utc(row.locked_until) if row is not None and row.locked_until else None
     try:
         check_secret(code, stored or _DUMMY_HASH)
         wrong = stored is None

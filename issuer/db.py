@@ -8,6 +8,7 @@ Invariants held by the database itself, not only by code:
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
@@ -29,6 +30,12 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+
+def stored_utc(value: dt.datetime) -> dt.datetime:
+    """A timestamp read back from the database as an aware datetime. Stored values are UTC;
+    SQLite returns ``DateTime(timezone=True)`` columns naive, so a naive value is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def unique_where(name: str, column: Column[Any], condition: str) -> Index:

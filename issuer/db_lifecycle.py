@@ -11,8 +11,6 @@ database holds itself:
 
 from __future__ import annotations
 
-import datetime as dt
-
 from sqlalchemy import Column, DateTime, ForeignKey, Integer, String, Table
 
 from issuer.db import metadata, unique_where
@@ -52,9 +50,3 @@ card_suspensions = Table(
 unique_where("uq_card_suspensions_one_open", card_suspensions.c.serial, "lifted_at IS NULL")
 
 LIFECYCLE_TABLES = (reissue_due, card_suspensions)
-
-
-def utc(value: dt.datetime) -> dt.datetime:
-    """A stored timestamp as an aware UTC datetime (SQLite returns naive ones; stored values
-    are UTC)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

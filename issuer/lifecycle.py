@@ -40,8 +40,8 @@ from typing import Any, Literal, get_args
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from issuer.audit import audit
-from issuer.db import cards
-from issuer.db_lifecycle import card_suspensions, reissue_due, utc
+from issuer.db import cards, stored_utc
+from issuer.db_lifecycle import card_suspensions, reissue_due
 from issuer.db_rights import card_status_events
 from issuer.events import (
     CardStatusEvent,
@@ -406,4 +406,4 @@ def _card(conn: Connection, serial: str) -> _Card:
 
 
 def _due(row: Any) -> ReissueDue:
-    return ReissueDue(row.subject_id, int(row.stars), row.reason, row.serial, utc(row.since))
+    return ReissueDue(row.subject_id, int(row.stars), row.reason, row.serial, stored_utc(row.since))

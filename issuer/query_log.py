@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select
 
+from issuer.db import stored_utc
 from issuer.db_platform import query_log
 
 MIN_RETENTION_YEARS = 5
@@ -77,7 +78,7 @@ def reads_of(conn: Connection, subject_id: str) -> list[QueryLogEntry]:
     )
     return [
         QueryLogEntry(
-            at=_aware(row.at),
+            at=stored_utc(row.at),
             actor=row.actor,
             subject_id=row.subject_id,
             purpose=row.purpose,
@@ -113,8 +114,3 @@ def purge_query_log(conn: Connection, before: dt.datetime, now: dt.datetime) -> 
     ).scalar_one()
     conn.execute(delete(query_log).where(query_log.c.at < before))
     return int(count)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite returns naive datetimes for DateTime(timezone=True); stored values are UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

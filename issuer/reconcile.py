@@ -21,21 +21,15 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, func, or_, select, update
 
 from issuer.audit import audit
-from issuer.db import cards
-from issuer.db_lifecycle import utc
+from issuer.card_jobs import JOB_STATES
+from issuer.db import cards, stored_utc
 from issuer.events import lock_subjects
 from issuer.keys import IssuerKeys
 from issuer.lifecycle import LIVE_STATES, CardNotFound, CardStateConflict
 from issuer.publisher import publish_list
 from issuer.settings import IssuerSettings
 
-PERSONALIZATION_STATES = (
-    "requested",
-    "card_key_generated",
-    "credential_signed",
-    "written",
-    "verified",
-)
+PERSONALIZATION_STATES = JOB_STATES
 """The states of a personalization job that has not reached ``active``."""
 DEFAULT_STALE_AFTER = dt.timedelta(minutes=30)
 """A job untouched this long is taken as left behind (a personalization takes a minute)."""
@@ -71,7 +65,7 @@ def find_orphans(conn: Connection, now: dt.datetime, stale_after: dt.timedelta) 
         )
         .order_by(cards.c.updated_at, cards.c.serial)
     ).all()
-    return [OrphanCard(r.serial, r.subject_id, r.state, utc(r.updated_at)) for r in rows]
+    return [OrphanCard(r.serial, r.subject_id, r.state, stored_utc(r.updated_at)) for r in rows]
 
 
 def anomalies(conn: Connection) -> list[Anomaly]:
@@ -136,7 +130,7 @@ def abandon(
                 f"card {serial} is {row.state}: only an unfinished personalization can be "
                 "abandoned (revoke an issued card instead)"
             )
-        job = OrphanCard(serial, subject_id, row.state, utc(row.updated_at))
+        job = OrphanCard(serial, subject_id, row.state, stored_utc(row.updated_at))
         if job.updated_at > now - stale_after:
             raise CardStateConflict(
                 f"card {serial} was updated at {job.updated_at.isoformat()}, within "
